@@ -1,0 +1,25 @@
+"""nn_xp: feed-forward neural networks written once over the array API.
+
+The same evaluate / back-propagation / descent code runs on NumPy, CuPy,
+PyTorch and any array-API library.
+"""
+from __future__ import annotations
+
+from .activations import ACTIVATIONS, Activation
+from .backends import (BACKENDS, Backend, BackendUnavailableError, available_backends, resolve_backend,
+                       to_numpy)
+from .callbacks import Callback, EarlyStopping, LambdaCallback, StopTraining
+from .losses import LOSSES, Loss
+from .network import Layer, Network
+from .optimizers import SGD, Adam, AdamW, CosineDecay, ExponentialDecay, Optimizer, StepDecay
+from .training import History
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS", "BACKENDS", "LOSSES",
+    "Activation", "Adam", "AdamW", "Backend", "BackendUnavailableError", "Callback", "CosineDecay",
+    "EarlyStopping", "ExponentialDecay", "History", "LambdaCallback", "Layer", "Loss", "Network",
+    "Optimizer", "SGD", "StepDecay", "StopTraining",
+    "available_backends", "resolve_backend", "to_numpy",
+]

@@ -1,0 +1,94 @@
+"""Loss functions, each paired with the gradient it sends back into the output layer.
+
+Every loss is a mean over the ``m`` samples. The cross-entropies are fused with
+their output activation (sigmoid, softmax) and computed from the logits ``z``, so
+they never take ``log(0)`` and their output gradient is ``dZ = (A - Y) / m``
+(scikit-learn's rule). ``mse`` is the blog's ``0.5 ||A - Y||^2 / m`` with
+``dA = (A - Y) / m``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ._typing import Array, Namespace
+
+__all__ = ["LOSSES", "Loss", "get_loss"]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss with its output gradient.
+
+    Attributes
+    ----------
+    name : str
+    value_and_delta : callable ``(z, a, y, xp) -> (loss, delta)``
+        ``loss`` is a 0-d array on the device (no host round trip); ``delta``
+        is ``dA`` for the output layer, or ``dZ`` directly when the output
+        activation is ``fused_with``.
+    value : callable ``(z, a, y, xp) -> loss``
+    fused_with : str or None
+        The output activation this loss requires and is fused with.
+    classification : bool
+        Whether accuracy is a meaningful metric.
+    """
+
+    name: str
+    value_and_delta: Callable[[Array, Array, Array, Namespace], tuple[Array, Array]]
+    value: Callable[[Array, Array, Array, Namespace], Array]
+    fused_with: str | None
+    classification: bool
+
+
+def _mse_value_and_delta(z: Array, a: Array, y: Array, xp: Namespace) -> tuple[Array, Array]:
+    m = y.shape[0]
+    diff = a - y  # (m, n_out)
+    loss = xp.sum(diff * diff) * (0.5 / m)
+    diff /= m
+    return loss, diff
+
+
+def _mse_value(z: Array, a: Array, y: Array, xp: Namespace) -> Array:
+    diff = a - y
+    return xp.sum(diff * diff) * (0.5 / y.shape[0])
+
+
+def _bce_value(z: Array, a: Array, y: Array, xp: Namespace) -> Array:
+    # -[y log s(z) + (1-y) log(1-s(z))] = softplus(z) - y z, stable for any z
+    return xp.sum(xp.logaddexp(0.0, z) - y * z) / y.shape[0]
+
+
+def _bce_value_and_delta(z: Array, a: Array, y: Array, xp: Namespace) -> tuple[Array, Array]:
+    return _bce_value(z, a, y, xp), (a - y) / y.shape[0]
+
+
+def _ce_value(z: Array, a: Array, y: Array, xp: Namespace) -> Array:
+    zmax = xp.max(z, axis=1, keepdims=True)  # (m, 1)
+    shifted = z - zmax
+    lse = xp.log(xp.sum(xp.exp(shifted), axis=1))  # (m,)
+    return (xp.sum(lse) - xp.sum(y * shifted)) / y.shape[0]
+
+
+def _ce_value_and_delta(z: Array, a: Array, y: Array, xp: Namespace) -> tuple[Array, Array]:
+    return _ce_value(z, a, y, xp), (a - y) / y.shape[0]
+
+
+LOSSES: dict[str, Loss] = {
+    loss.name: loss
+    for loss in (
+        Loss("mse", _mse_value_and_delta, _mse_value, None, False),
+        Loss("binary_cross_entropy", _bce_value_and_delta, _bce_value, "sigmoid", True),
+        Loss("cross_entropy", _ce_value_and_delta, _ce_value, "softmax", True),
+    )
+}
+
+
+def get_loss(name: str | Loss) -> Loss:
+    """Look up a loss by name (or pass a :class:`Loss` through)."""
+    if isinstance(name, Loss):
+        return name
+    try:
+        return LOSSES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSSES)}") from None

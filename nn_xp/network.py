@@ -1,0 +1,305 @@
+"""The feed-forward network of the blog post, written once over the array API."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from . import backends
+from ._host import host_weight, initial_weights, make_rng
+from ._typing import Array
+from ._validation import as_model_array, check_model_array, check_same_samples
+from .activations import Activation, get_activation
+from .losses import Loss, get_loss
+
+__all__ = ["Layer", "Network"]
+
+_DEFAULT_OUTPUT = {"mse": "identity", "binary_cross_entropy": "sigmoid", "cross_entropy": "softmax"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Shape and activation of one dense layer: ``Z = A_prev @ W.T + b``, ``A = g(Z)``."""
+
+    n_in: int
+    n_out: int
+    activation: Activation
+
+
+class Network:
+    """A feed-forward network trained by back-propagation, on any array-API backend.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Units per layer, input first: ``[1, 20, 1]`` is the blog's 1-20-1 network.
+    activations : sequence of str, or str, optional
+        One per layer after the input. A single name applies to every hidden
+        layer, the output then following ``loss``. Default: sigmoid hidden
+        layers (the blog's) and the loss's output (identity for ``mse``,
+        sigmoid for ``binary_cross_entropy``, softmax for ``cross_entropy``).
+    loss : {"mse", "binary_cross_entropy", "cross_entropy"}
+    backend, device : optional
+        See :func:`nn_xp.resolve_backend`: argument, else ``NN_XP_BACKEND`` /
+        ``NN_XP_DEVICE``, else auto (CuPy when a CUDA GPU answers, else NumPy).
+    dtype : {"float32", "float64"}
+    seed : int or numpy.random.Generator, optional
+        Seeds the host generator that draws the initial weights and the shuffles.
+
+    Examples
+    --------
+    >>> import numpy as np, nn_xp
+    >>> net = nn_xp.Network([1, 20, 1], ["sigmoid", "identity"], backend="numpy", dtype="float64")
+    >>> X = np.arange(-5, 5, 0.1).reshape(-1, 1)
+    >>> history = net.fit(X, np.sin(X), epochs=100, learning_rate=0.1)
+    >>> len(history.history["loss"])
+    100
+    """
+
+    def __init__(self, layer_sizes: Sequence[int], activations: Sequence[str] | str | None = None,
+                 loss: str = "mse", backend: str | None = None, device: Any = None,
+                 dtype: str = "float32", seed: Any = 0) -> None:
+        sizes = list(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else []
+        if len(sizes) < 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+            raise ValueError(f"layer_sizes must list at least two positive integers (input and output units), "
+                             f"got {layer_sizes!r}")
+        self.loss_fn: Loss = get_loss(loss)
+        acts = self._activation_names(activations, len(sizes) - 1)
+        self.layers = tuple(Layer(n_in, n_out, get_activation(a))
+                            for n_in, n_out, a in zip(sizes[:-1], sizes[1:], acts))
+        self._check_pairing()
+        self.backend = backends.resolve_backend(backend, device)
+        self.dtype = self.backend.dtype(dtype)
+        self.dtype_name = dtype
+        self.rng = make_rng(seed)
+        self._params: list[Array] = []
+        self.optimizer = None
+        self.history = None
+        self.set_weights(initial_weights(self.rng, sizes, acts))
+
+    # ------------------------------------------------------------------ setup
+    def _activation_names(self, activations: Any, n_layers: int) -> list[str]:
+        output = _DEFAULT_OUTPUT[self.loss_fn.name]
+        if activations is None:
+            activations = "sigmoid"
+        if isinstance(activations, (str, Activation)):
+            return [activations] * (n_layers - 1) + [output]
+        acts = list(activations)
+        if len(acts) != n_layers:
+            raise ValueError(f"activations must name one activation per layer ({n_layers}), got {len(acts)}: {acts!r}")
+        return acts
+
+    def _check_pairing(self) -> None:
+        out = self.layers[-1].activation.name
+        for i, layer in enumerate(self.layers[:-1]):
+            if layer.activation.backward is None:
+                raise ValueError(f"activation {layer.activation.name!r} may only be the output layer's "
+                                 f"(fused with cross_entropy), not hidden layer {i}'s")
+        fused = self.loss_fn.fused_with
+        if fused is not None and out != fused:
+            raise ValueError(f"loss {self.loss_fn.name!r} needs a {fused!r} output layer, got {out!r}")
+        if out == "softmax" and self.loss_fn.name != "cross_entropy":
+            raise ValueError(f"a softmax output needs loss='cross_entropy', got loss={self.loss_fn.name!r}")
+
+    # ------------------------------------------------------------- properties
+    @property
+    def xp(self) -> Any:
+        """The array namespace the parameters live in."""
+        return self.backend.xp
+
+    @property
+    def device(self) -> Any:
+        return self.backend.device
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        return [self.layers[0].n_in] + [layer.n_out for layer in self.layers]
+
+    @property
+    def activations(self) -> list[str]:
+        return [layer.activation.name for layer in self.layers]
+
+    @property
+    def params(self) -> dict[str, Array]:
+        """The live parameters on the device, keyed ``W0, b0, W1, b1, ...`` (gradients and optimizer state use the same names)."""
+        return dict(zip(self.param_names, self._params))
+
+    @property
+    def param_names(self) -> list[str]:
+        return [f"{k}{i}" for i in range(len(self.layers)) for k in ("W", "b")]
+
+    def __repr__(self) -> str:
+        sizes = "-".join(map(str, self.layer_sizes))
+        return (f"Network({sizes}, activations={self.activations}, loss={self.loss_fn.name!r}, "
+                f"backend={self.backend.name!r}, device={self.device!r}, dtype={self.dtype_name!r})")
+
+    # ---------------------------------------------------------------- weights
+    def get_weights(self) -> list[tuple[Any, Any]]:
+        """A host NumPy copy of every layer's ``(W, b)`` (Keras' convention)."""
+        p = [backends.to_numpy(a).copy() for a in self._params]
+        return list(zip(p[0::2], p[1::2]))
+
+    def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
+        """Replace every layer's ``(W, b)`` from host (or any) arrays; all are checked before any is replaced."""
+        weights = list(weights)
+        if len(weights) != len(self.layers):
+            raise ValueError(f"set_weights expects {len(self.layers)} (W, b) pairs, got {len(weights)}")
+        new = []
+        for i, (pair, layer) in enumerate(zip(weights, self.layers)):
+            try:
+                W, b = pair
+            except (TypeError, ValueError):
+                raise ValueError(f"weights[{i}] must be a (W, b) pair") from None
+            for name, arr, shape in ((f"W{i}", W, (layer.n_out, layer.n_in)), (f"b{i}", b, (layer.n_out,))):
+                host = host_weight(arr, name, shape)
+                # always a copy: training updates in place and must never write into the caller's arrays
+                new.append(self.backend.xp.asarray(host, dtype=self.dtype, device=self.device, copy=True))
+        self._params = new
+
+    def _snapshot(self) -> list[Array]:
+        """Device copies of the parameters (no host round trip)."""
+        return [self.xp.asarray(p, copy=True) for p in self._params]
+
+    def _restore(self, snapshot: list[Array]) -> None:
+        self._params = [self.xp.asarray(p, copy=True) for p in snapshot]
+
+    # -------------------------------------------------------------- the math
+    def evaluate(self, X: Array) -> list[tuple[Array | None, Array]]:
+        """Forward pass keeping every layer's ``(Z, A)``; ``values[0]`` is ``(None, X)``.
+
+        ``X`` must already be an array of the model's namespace, device and
+        dtype, shape ``(n_samples, n_features)`` (``predict`` converts host data).
+        """
+        X = check_model_array(X, "X", self.backend, self.dtype, self.layers[0].n_in)
+        return self._forward(X)
+
+    def _forward(self, A: Array) -> list[tuple[Array | None, Array]]:
+        values = [(None, A)]
+        xp, p = self.xp, self._params
+        for i, layer in enumerate(self.layers):
+            Z = A @ p[2 * i].T  # (m, n_out)
+            Z += p[2 * i + 1]
+            A = layer.activation.forward(Z, xp)
+            values.append((Z, A))
+        return values
+
+    def compute_gradient(self, values: list[tuple[Array | None, Array]], Y: Array) -> tuple[list[Array], list[Array]]:
+        """Back-propagation: ``(dWs, dbs)`` per layer, ``dW`` shaped like ``W`` and ``db`` like ``b``."""
+        if len(values) != len(self.layers) + 1:
+            raise ValueError(f"values must hold {len(self.layers) + 1} (Z, A) pairs from evaluate, got {len(values)}")
+        Y = check_model_array(Y, "Y", self.backend, self.dtype, self.layers[-1].n_out)
+        check_same_samples(values[0][1], Y, "values[0] (X)", "Y")
+        _, grads = self._gradient(values, Y)
+        return grads[0::2], grads[1::2]
+
+    def _gradient(self, values: list[tuple[Array | None, Array]], Y: Array) -> tuple[Array, list[Array]]:
+        """Loss (a device scalar) and flat gradients ``[dW0, db0, dW1, db1, ...]``."""
+        xp, p, layers = self.xp, self._params, self.layers
+        z_out, a_out = values[-1]
+        loss, dA = self.loss_fn.value_and_delta(z_out, a_out, Y, xp)
+        fused = self.loss_fn.fused_with is not None
+        grads: list[Array] = [None] * (2 * len(layers))
+        for i in range(len(layers) - 1, -1, -1):
+            Z, A = values[i + 1]
+            dZ = dA if (fused and i == len(layers) - 1) else layers[i].activation.backward(dA, Z, A, xp)
+            A_prev = values[i][1]
+            grads[2 * i] = dZ.T @ A_prev  # (n_out, n_in)
+            grads[2 * i + 1] = xp.sum(dZ, axis=0)  # (n_out,)
+            if i:
+                dA = dZ @ p[2 * i]  # (m, n_in)
+        return loss, grads
+
+    # ------------------------------------------------------------ user-facing
+    def _input(self, X: Any, name: str = "X") -> tuple[Array, bool]:
+        return as_model_array(X, name, self.backend, self.dtype, self.layers[0].n_in,
+                              allow_1d=self.layers[0].n_in == 1)
+
+    def _target(self, Y: Any, name: str = "Y") -> Array:
+        """Targets on the device; class ids ``(n,)`` become one-hot for cross_entropy."""
+        n_out = self.layers[-1].n_out
+        if self.loss_fn.name == "cross_entropy":
+            host_ids = getattr(Y, "ndim", None) == 1 or (not hasattr(Y, "ndim") and _is_flat(Y))
+            if host_ids:
+                ids, _ = as_model_array(Y, name, self.backend, self.xp.int64, None, allow_1d=True)
+                if bool(self.xp.any(ids < 0)) or bool(self.xp.any(ids >= n_out)):
+                    raise ValueError(f"{name} holds class ids outside 0..{n_out - 1} (the output layer has {n_out} units)")
+                classes = self.xp.reshape(self.xp.arange(n_out, device=self.device), (1, n_out))
+                return self.xp.astype(ids == classes, self.dtype)  # (m, n_out) one-hot
+        Y, _ = as_model_array(Y, name, self.backend, self.dtype, n_out, allow_1d=n_out == 1)
+        return Y
+
+    def predict(self, X: Any) -> Any:
+        """The output layer's activations for ``X`` (probabilities for sigmoid/softmax outputs).
+
+        Host input (NumPy, lists) gives a NumPy result; an array of the model's
+        backend gives an array of that backend.
+        """
+        X, host = self._input(X)
+        out = self._forward(X)[-1][1]
+        return backends.to_numpy(out) if host else out
+
+    def predict_classes(self, X: Any) -> Any:
+        """Class labels: argmax of a softmax output, ``p > 0.5`` for a sigmoid one."""
+        X, host = self._input(X)
+        a = self._forward(X)[-1][1]
+        xp = self.xp
+        if self.layers[-1].activation.name == "sigmoid":
+            labels = xp.astype(a > 0.5, xp.int64)
+            labels = labels[:, 0] if a.shape[1] == 1 else labels
+        else:
+            labels = xp.argmax(a, axis=1)
+        return backends.to_numpy(labels) if host else labels
+
+    def loss(self, X: Any, Y: Any) -> float:
+        """The loss of the current weights on ``(X, Y)`` as a Python float."""
+        X, _ = self._input(X)
+        Y = self._target(Y)
+        check_same_samples(X, Y)
+        z, a = self._forward(X)[-1]
+        return float(self.loss_fn.value(z, a, Y, self.xp))
+
+    def score(self, X: Any, Y: Any) -> float:
+        """Accuracy for classification losses; the coefficient of determination R² for mse."""
+        X, _ = self._input(X)
+        Y = self._target(Y)
+        check_same_samples(X, Y)
+        a = self._forward(X)[-1][1]
+        return float(_score(self.loss_fn, a, Y, self.xp))
+
+    def fit(self, X: Any, Y: Any, epochs: int = 1000, learning_rate: float | None = None, **kwargs: Any):
+        """Train by gradient descent; see :func:`nn_xp.training.fit` for every option.
+
+        The defaults are the blog's: full-batch gradient descent (SGD without
+        momentum), learning rate 0.1. Returns a :class:`~nn_xp.training.History`.
+        """
+        from .training import fit
+
+        return fit(self, X, Y, epochs=epochs, learning_rate=learning_rate, **kwargs)
+
+    def to(self, backend: str | None = None, device: Any = None) -> "Network":
+        """Move parameters and optimizer state to another backend/device, in place; returns the network."""
+        target = backends.resolve_backend(backend, device)
+        weights = self.get_weights()
+        state = self.optimizer.state_dict() if self.optimizer is not None else None
+        self.backend = target
+        self.dtype = target.dtype(self.dtype_name)
+        self.set_weights(weights)
+        if state is not None:
+            self.optimizer.load_state_dict(state, self.params)
+        return self
+
+
+def _score(loss: Loss, a: Array, y: Array, xp: Any) -> Array:
+    if loss.name == "cross_entropy":
+        return xp.mean(xp.astype(xp.argmax(a, axis=1) == xp.argmax(y, axis=1), a.dtype))
+    if loss.name == "binary_cross_entropy":
+        return xp.mean(xp.astype((a > 0.5) == (y > 0.5), a.dtype))
+    resid = xp.sum((y - a) ** 2)
+    total = xp.sum((y - xp.mean(y, axis=0)) ** 2)
+    return 1.0 - resid / total
+
+
+def _is_flat(y: Any) -> bool:
+    try:
+        return all(not isinstance(v, (list, tuple)) for v in y)
+    except TypeError:
+        return False

@@ -1,0 +1,264 @@
+"""Optimizers and learning-rate schedules.
+
+An optimizer updates parameters in place from gradients with the same names
+and shapes. Its state (momentum, Adam's moments) is keyed by parameter name
+and allocated lazily on the parameter's device with ``xp.zeros_like``. The
+learning rate is a Python float or a schedule ``lr(step) -> float`` evaluated
+on the host, so no step ever reads the device.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+from array_api_compat import array_namespace
+
+from ._typing import Array
+from ._validation import check_positive
+
+__all__ = ["SGD", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "Optimizer", "StepDecay",
+           "get_optimizer"]
+
+Schedule = Callable[[int], float]
+
+
+class Optimizer:
+    """Base class: a learning rate (float or schedule) and per-parameter state.
+
+    Subclasses implement ``_update(name, p, g, lr, xp)`` returning the new
+    parameter (the same object when updated in place). ``step`` consumes the
+    gradients: they may be overwritten.
+    """
+
+    #: names of the per-parameter state slots, e.g. ("m", "v")
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, learning_rate: float | Schedule) -> None:
+        if not callable(learning_rate):
+            check_positive(learning_rate, "learning_rate")
+        self.learning_rate = learning_rate
+        self.iterations = 0
+        self.state: dict[str, dict[str, Array]] = {}
+
+    def current_learning_rate(self) -> float:
+        lr = self.learning_rate
+        return float(lr(self.iterations)) if callable(lr) else float(lr)
+
+    def step(self, params: list[Array], grads: Sequence[Array], names: Sequence[str], *, xp: Any = None) -> None:
+        """Update ``params`` (a list, updated item by item in place) from ``grads``."""
+        lr = self.current_learning_rate()
+        self.iterations += 1
+        xp = array_namespace(params[0]) if xp is None else xp
+        for i, (name, g) in enumerate(zip(names, grads)):
+            params[i] = self._update(name, params[i], g, lr, xp)
+
+    def _slot(self, name: str, p: Array, xp: Any) -> dict[str, Array]:
+        state = self.state.get(name)
+        if state is None:
+            state = self.state[name] = {s: xp.zeros_like(p) for s in self.slots}
+        return state
+
+    def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget the state (moments, step count), e.g. after a divergence."""
+        self.state.clear()
+        self.iterations = 0
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serialisable unless the learning rate is a schedule)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Host copies of the state: ``{"iterations", "state": {name: {slot: numpy array}}}``."""
+        from .backends import to_numpy
+
+        return {"iterations": self.iterations,
+                "state": {n: {s: to_numpy(a).copy() for s, a in slots.items()} for n, slots in self.state.items()}}
+
+    def load_state_dict(self, state: dict[str, Any], params: dict[str, Array]) -> None:
+        """Restore :meth:`state_dict` output onto the devices of ``params``."""
+        new = {}
+        for name, slots in state["state"].items():
+            if name not in params:
+                raise ValueError(f"optimizer state names parameter {name!r}, which the network does not have")
+            p = params[name]
+            xp = array_namespace(p)
+            new[name] = {}
+            for s, host in slots.items():
+                if tuple(host.shape) != tuple(p.shape):
+                    raise ValueError(f"optimizer state {name}.{s} has shape {tuple(host.shape)}, "
+                                     f"parameter {name} has {tuple(p.shape)}")
+                new[name][s] = xp.asarray(host, dtype=p.dtype, device=p.device)
+        self.state = new
+        self.iterations = int(state["iterations"])
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum and L2 weight decay.
+
+    With ``momentum=0`` it is exactly the blog's step ``W -= lr * dW``.
+    Momentum follows PyTorch: ``v = momentum * v + g``; ``p -= lr * v``.
+
+    Examples
+    --------
+    >>> opt = SGD(0.1, momentum=0.9)
+    """
+
+    def __init__(self, learning_rate: float | Schedule = 0.1, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(learning_rate)
+        check_positive(momentum, "momentum", allow_zero=True)
+        check_positive(weight_decay, "weight_decay", allow_zero=True)
+        if momentum >= 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs a momentum > 0")
+        self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
+        self.slots = ("velocity",) if momentum else ()
+
+    def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
+        if self.weight_decay:
+            g += self.weight_decay * p
+        if self.momentum:
+            v = self._slot(name, p, xp)["velocity"]
+            v *= self.momentum
+            v += g
+            self.state[name]["velocity"] = v
+            if self.nesterov:
+                g += self.momentum * v
+            else:
+                g = v * lr
+                p -= g
+                return p
+        g *= lr
+        p -= g
+        return p
+
+    def config(self) -> dict[str, Any]:
+        return {"learning_rate": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), with optional L2 ``weight_decay`` added to the gradient.
+
+    Defaults are the usual ones (PyTorch's and scikit-learn's).
+    """
+
+    slots = ("m", "v")
+    decoupled = False
+
+    def __init__(self, learning_rate: float | Schedule = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(learning_rate)
+        for name, value in (("beta_1", beta_1), ("beta_2", beta_2)):
+            check_positive(value, name, allow_zero=True)
+            if value >= 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        check_positive(epsilon, "epsilon")
+        check_positive(weight_decay, "weight_decay", allow_zero=True)
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+        self.epsilon, self.weight_decay = float(epsilon), float(weight_decay)
+
+    def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
+        if self.weight_decay:
+            if self.decoupled:
+                p *= 1.0 - lr * self.weight_decay
+            else:
+                g += self.weight_decay * p
+        s = self._slot(name, p, xp)
+        t = self.iterations
+        m, v = s["m"], s["v"]
+        m *= self.beta_1
+        m += (1.0 - self.beta_1) * g
+        g *= g
+        g *= 1.0 - self.beta_2
+        v *= self.beta_2
+        v += g
+        s["m"], s["v"] = m, v
+        denom = xp.sqrt(v)  # sqrt(v_hat) + eps, with v_hat = v / (1 - beta_2^t)
+        denom *= 1.0 / math.sqrt(1.0 - self.beta_2 ** t)
+        denom += self.epsilon
+        update = m / denom
+        update *= lr / (1.0 - self.beta_1 ** t)
+        p -= update
+        return p
+
+    def config(self) -> dict[str, Any]:
+        return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon, "weight_decay": self.weight_decay}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): ``p *= 1 - lr * weight_decay``."""
+
+    decoupled = True
+
+    def __init__(self, learning_rate: float | Schedule = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, weight_decay: float = 0.01) -> None:
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def get_optimizer(optimizer: str | Optimizer | None, learning_rate: float | Schedule | None) -> Optimizer:
+    """An optimizer from a name (with ``learning_rate`` if given) or an object passed through."""
+    if isinstance(optimizer, Optimizer):
+        if learning_rate is not None:
+            raise ValueError("give learning_rate to the optimizer object, not to fit, when passing an optimizer")
+        return optimizer
+    if optimizer is None:
+        optimizer = "sgd"
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid names: {', '.join(OPTIMIZERS)} "
+                         "(or pass an nn_xp.Optimizer)")
+    cls = OPTIMIZERS[optimizer.lower()]
+    return cls() if learning_rate is None else cls(learning_rate)
+
+
+# ----------------------------------------------------------------- schedules
+class StepDecay:
+    """``lr = initial * drop ** (step // every)``."""
+
+    def __init__(self, initial: float, drop: float = 0.5, every: int = 1000) -> None:
+        check_positive(initial, "initial")
+        check_positive(drop, "drop")
+        check_positive(every, "every", integer=True)
+        self.initial, self.drop, self.every = initial, drop, every
+
+    def __call__(self, step: int) -> float:
+        return self.initial * self.drop ** (step // self.every)
+
+
+class ExponentialDecay:
+    """``lr = initial * rate ** (step / decay_steps)`` (Keras' ExponentialDecay)."""
+
+    def __init__(self, initial: float, rate: float = 0.96, decay_steps: int = 1000) -> None:
+        check_positive(initial, "initial")
+        check_positive(rate, "rate")
+        check_positive(decay_steps, "decay_steps", integer=True)
+        self.initial, self.rate, self.decay_steps = initial, rate, decay_steps
+
+    def __call__(self, step: int) -> float:
+        return self.initial * self.rate ** (step / self.decay_steps)
+
+
+class CosineDecay:
+    """Cosine annealing from ``initial`` to ``alpha * initial`` over ``decay_steps``, then flat."""
+
+    def __init__(self, initial: float, decay_steps: int, alpha: float = 0.0) -> None:
+        check_positive(initial, "initial")
+        check_positive(decay_steps, "decay_steps", integer=True)
+        check_positive(alpha, "alpha", allow_zero=True)
+        self.initial, self.decay_steps, self.alpha = initial, decay_steps, alpha
+
+    def __call__(self, step: int) -> float:
+        frac = min(step, self.decay_steps) / self.decay_steps
+        return self.initial * (self.alpha + (1 - self.alpha) * 0.5 * (1 + math.cos(math.pi * frac)))

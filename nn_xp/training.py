@@ -1,0 +1,265 @@
+"""The training loop: full-batch or shuffled mini-batch descent, validation, callbacks, checkpoints.
+
+One code path for every backend. The data go to the device once per ``fit``;
+each epoch's shuffle is drawn on the host from the network's seeded generator
+and only the index permutation is copied to the device. The loss (and the
+other metrics) are read back to the host once per epoch, never per batch.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Sequence
+
+from array_api_compat import is_writeable_array
+
+from . import backends
+from ._host import permutation
+from ._progress import Progress
+from ._typing import Array
+from ._validation import check_positive, check_same_samples
+from .callbacks import Callback, LambdaCallback, StopTraining
+from .optimizers import Optimizer, Schedule, get_optimizer
+
+__all__ = ["History", "fit"]
+
+
+class History:
+    """Per-epoch metrics, as Keras users expect: ``history.history["loss"]``, ``history.epoch``.
+
+    ``history["loss"][k]`` is the mean training loss seen during epoch ``k``;
+    in full-batch mode that is the loss of the weights at the start of the epoch,
+    the value the blog's hook prints at step ``k``.
+    """
+
+    def __init__(self, history: dict[str, list[float]] | None = None, epoch: list[int] | None = None) -> None:
+        self.history: dict[str, list[float]] = {k: list(v) for k, v in (history or {}).items()}
+        self.epoch: list[int] = list(epoch or [])
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.history[key]
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def __repr__(self) -> str:
+        last = {k: v[-1] for k, v in self.history.items() if v}
+        return f"History(epochs={len(self)}, last={last})"
+
+
+def _split(net: Any, X: Array, Y: Array, validation_data: Any, validation_split: float):
+    if validation_data is not None:
+        try:
+            Xv, Yv = validation_data
+        except (TypeError, ValueError):
+            raise ValueError("validation_data must be a pair (X_val, Y_val)") from None
+        Xv, _ = net._input(Xv, "validation X")
+        Yv = net._target(Yv, "validation Y")
+        check_same_samples(Xv, Yv, "validation X", "validation Y")
+        return X, Y, Xv, Yv
+    if not validation_split:
+        return X, Y, None, None
+    m = X.shape[0]
+    n_train = int(m * (1.0 - validation_split))  # Keras: the last samples are held out, before shuffling
+    if n_train < 1 or n_train >= m:
+        raise ValueError(f"validation_split={validation_split} leaves {n_train} of {m} samples for training; "
+                         "both parts need at least one sample")
+    return X[:n_train, ...], Y[:n_train, ...], X[n_train:, ...], Y[n_train:, ...]
+
+
+def _callbacks(callbacks: Any) -> list[Callback]:
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback) or callable(callbacks):
+        callbacks = [callbacks]
+    return [c if isinstance(c, Callback) else LambdaCallback(c) for c in callbacks]
+
+
+def _correct(loss_name: str, a: Array, y: Array, xp: Any) -> Array:
+    """Number of correct predictions in a batch (a device scalar), for classification losses."""
+    if loss_name == "cross_entropy":
+        return xp.sum(xp.astype(xp.argmax(a, axis=1) == xp.argmax(y, axis=1), a.dtype))
+    hits = xp.astype((a > 0.5) == (y > 0.5), a.dtype)
+    return xp.sum(hits) / y.shape[1]
+
+
+def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | Schedule | None = None,
+        optimizer: str | Optimizer | None = None, batch_size: int | None = None, shuffle: bool = True,
+        validation_data: Any = None, validation_split: float = 0.0,
+        callbacks: Sequence[Callback | Callable] | Callback | Callable | None = None, verbose: int = 0,
+        checkpoint: Any = None, checkpoint_every: int = 1, resume_from: Any = None,
+        on_nonfinite: str = "raise") -> History:
+    """Train ``net`` on ``(X, Y)``.
+
+    Parameters
+    ----------
+    X, Y : array-like
+        ``(n_samples, n_features)`` and ``(n_samples, n_outputs)``; host data are
+        moved to the network's device once. A 1-D ``Y`` is accepted for one
+        output, and class ids ``(n,)`` for ``cross_entropy``.
+    epochs : int
+        Total number of epochs (with ``resume_from``, counting those already done).
+    learning_rate : float or callable, optional
+        For an optimizer given by name (default 0.1 for SGD, 0.001 for Adam).
+    optimizer : {"sgd", "adam", "adamw"} or Optimizer, optional
+        Default: the network's optimizer from a previous ``fit`` (state kept),
+        else plain SGD, the blog's ``W -= lr * dW``.
+    batch_size : int, optional
+        None: full batch (the blog's). An integer: mini-batches, reshuffled every
+        epoch (when ``shuffle``), the last partial batch included.
+    validation_data, validation_split
+        A held-out ``(X_val, Y_val)``, or the fraction of the last samples to hold out.
+    callbacks
+        :class:`~nn_xp.Callback` objects or plain ``f(epoch, logs)`` callables;
+        raise :class:`~nn_xp.StopTraining` to end training after the epoch.
+    verbose : {0, 1, 2}
+        0 silent; 1 a tqdm bar on a terminal, else one line per epoch; 2 one line per epoch.
+    checkpoint, checkpoint_every, resume_from
+        Write a checkpoint file every ``checkpoint_every`` epochs; continue from one.
+    on_nonfinite : {"raise", "warn"}
+        When the loss becomes NaN or infinite, the weights are restored to the
+        last ones with a finite loss and a ``FloatingPointError`` is raised (or a
+        ``RuntimeWarning`` issued and training stopped).
+
+    Returns
+    -------
+    History
+    """
+    check_positive(epochs, "epochs", integer=True)
+    if batch_size is not None:
+        check_positive(batch_size, "batch_size", integer=True)
+    check_positive(checkpoint_every, "checkpoint_every", integer=True)
+    if not isinstance(validation_split, (int, float)) or not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"validation_split must be a fraction in [0, 1), got {validation_split!r}")
+    if on_nonfinite not in ("raise", "warn"):
+        raise ValueError(f"on_nonfinite must be 'raise' or 'warn', got {on_nonfinite!r}")
+    if verbose not in (0, 1, 2, False, True):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+
+    X, _ = net._input(X)
+    Y = net._target(Y)
+    check_same_samples(X, Y)
+    X, Y, Xv, Yv = _split(net, X, Y, validation_data, validation_split)
+
+    if optimizer is None and learning_rate is None and net.optimizer is not None:
+        opt = net.optimizer
+    else:
+        opt = get_optimizer(optimizer, learning_rate)
+    net.optimizer = opt
+    cbs = _callbacks(callbacks)
+
+    history = History()
+    start = 0
+    if resume_from is not None:
+        from .io import load_checkpoint
+
+        start, history = load_checkpoint(resume_from, net, opt)
+    net.history = history
+
+    loss_name = net.loss_fn.name
+    classify = net.loss_fn.classification
+    keys = ["loss"] + (["accuracy"] if classify else [])
+    if Xv is not None:
+        keys += ["val_loss"] + (["val_accuracy"] if classify else [])
+
+    xp, device, names = net.xp, net.device, net.param_names
+    m = X.shape[0]
+    full_batch = batch_size is None or batch_size >= m
+    writeable = is_writeable_array(net._params[0])
+    # two alternating snapshots: the weights at the start of this epoch and of the previous one
+    snaps = [net._snapshot(), net._snapshot()]
+    progress = Progress(epochs, verbose, initial=start)
+    for cb in cbs:
+        cb.on_train_begin(net)
+    epoch = start
+    dirty = False  # True while the weights are between the start and the end of an epoch
+    try:
+        for epoch in range(start, epochs):
+            snap = snaps[epoch % 2]
+            if writeable:
+                for s, p in zip(snap, net._params):
+                    s[...] = p
+            else:
+                snaps[epoch % 2] = net._snapshot()
+            dirty = True
+            if full_batch:
+                values = net._forward(X)
+                total, grads = net._gradient(values, Y)
+                opt.step(net._params, grads, names, xp=xp)
+                metrics = [total]
+                if classify:
+                    metrics.append(_correct(loss_name, values[-1][1], Y, xp) / m)
+            else:
+                order = xp.asarray(permutation(net.rng, m) if shuffle else range(m), device=device)
+                total = correct = 0.0
+                for lo in range(0, m, batch_size):
+                    idx = order[lo:lo + batch_size]
+                    xb, yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+                    values = net._forward(xb)
+                    loss, grads = net._gradient(values, yb)
+                    opt.step(net._params, grads, names, xp=xp)
+                    total = total + loss * (yb.shape[0] / m)
+                    if classify:
+                        correct = correct + _correct(loss_name, values[-1][1], yb, xp)
+                metrics = [total] + ([correct / m] if classify else [])
+            if Xv is not None:
+                zv, av = net._forward(Xv)[-1]
+                metrics.append(net.loss_fn.value(zv, av, Yv, xp))
+                if classify:
+                    metrics.append(_correct(loss_name, av, Yv, xp) / Xv.shape[0])
+            # the one host read of the epoch
+            host = [float(metrics[0])] if len(metrics) == 1 else backends.to_numpy(xp.stack(metrics)).tolist()
+            logs = dict(zip(keys, host))
+            if not all(math.isfinite(v) for v in host):
+                _diverged(net, snaps, epoch, start, logs, on_nonfinite)
+                break
+            history.append(epoch, logs)
+            dirty = False
+            progress.update(epoch, logs)
+            try:
+                for cb in cbs:
+                    cb.on_epoch_end(epoch, logs)
+            except StopTraining:
+                epoch += 1
+                break
+            if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
+                from .io import save_checkpoint
+
+                save_checkpoint(checkpoint, net, opt, epoch + 1, history)
+        else:
+            epoch = epochs
+            if not bool(xp.all(xp.stack([xp.all(xp.isfinite(p)) for p in net._params]))):
+                # the last update itself overflowed: its loss was never measured
+                _diverged(net, snaps, epoch, start, {"loss": math.nan}, on_nonfinite, last_update=True)
+    except KeyboardInterrupt:
+        if dirty:  # leave the network at the last completed epoch, never half-updated
+            net._restore(snaps[epoch % 2])
+        raise
+    finally:
+        progress.close()
+    for cb in cbs:
+        cb.on_train_end(net)
+    return history
+
+
+def _diverged(net: Any, snaps: list, epoch: int, start: int, logs: dict, on_nonfinite: str,
+              last_update: bool = False) -> None:
+    """Restore the last weights whose loss was finite, then raise or warn."""
+    if last_update:
+        good = snaps[(epoch - 1) % 2]  # the weights before the last update, whose loss was finite
+    else:
+        good = snaps[(epoch - 1) % 2] if epoch > start else snaps[epoch % 2]
+    net._restore(good)
+    if net.optimizer is not None:
+        net.optimizer.reset()
+    message = (f"the loss became non-finite ({logs}) in epoch {epoch}; the weights were restored to the "
+               "last ones with a finite loss and the optimizer state was reset. Try a smaller learning rate, "
+               "or scale the inputs")
+    if on_nonfinite == "raise":
+        raise FloatingPointError(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
