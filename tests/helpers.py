@@ -1,0 +1,31 @@
+"""Helpers shared by the tests: networks on the backend under test, and a namespace-aware assert_close."""
+from __future__ import annotations
+
+import numpy as np
+from array_api_compat import array_namespace, device as array_device
+
+import nn_xp
+from nn_xp.backends import to_numpy
+
+SINE_X = np.arange(-5.0, 5.0, 0.1).reshape(-1, 1)  # the blog's 100 samples
+SINE_Y = np.sin(SINE_X)
+
+
+def make_net(backend, sizes, activations=None, **kwargs) -> nn_xp.Network:
+    """A network on the backend under test (float64 unless asked otherwise)."""
+    kwargs.setdefault("dtype", "float64")
+    return nn_xp.Network(sizes, activations, backend=backend.name, device=backend.device, **kwargs)
+
+
+def assert_close(actual, desired, *, backend=None, rtol=1e-7, atol=0.0, dtype=None):
+    """Compare values, and (with ``backend``) that ``actual`` lives in that namespace, on its device, in ``dtype``.
+
+    So "both sides silently became NumPy" cannot pass.
+    """
+    if backend is not None:
+        assert array_namespace(actual) is backend.xp, f"namespace {array_namespace(actual).__name__} != {backend.xp.__name__}"
+        assert array_device(actual) == backend.device, f"device {array_device(actual)} != {backend.device}"
+        if dtype is not None:
+            assert actual.dtype == backend.dtype(dtype), f"dtype {actual.dtype} != {dtype}"
+    np.testing.assert_allclose(to_numpy(actual), to_numpy(desired) if not isinstance(desired, (float, int)) else desired,
+                               rtol=rtol, atol=atol)
