@@ -1,0 +1,259 @@
+"""The blog's network on every backend: gradients, the sine reproduction, parity across backends."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nn_xp
+from helpers import SINE_X, SINE_Y, assert_close, make_net
+from nn_xp.activations import ACTIVATIONS
+from nn_xp.backends import to_numpy
+
+HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu"]
+# (output activation, loss, kind of targets)
+HEADS = [("identity", "mse", "real"), ("sigmoid", "mse", "unit"), ("tanh", "mse", "unit"),
+         ("sigmoid", "binary_cross_entropy", "binary"), ("softmax", "cross_entropy", "onehot")]
+
+
+def blog_weights():
+    """The blog program's own start: numpy.random.seed(0), W = 0.2 randn(out, in), then b = 0.2 randn(out, 1)."""
+    rs = np.random.RandomState(0)
+    weights = []
+    for n_in, n_out in [(1, 20), (20, 1)]:
+        W = 0.2 * rs.randn(n_out, n_in)
+        b = 0.2 * rs.randn(n_out, 1)
+        weights.append((W, b[:, 0]))
+    return weights
+
+
+def _targets(kind, m, k, rng):
+    if kind == "real":
+        return rng.standard_normal((m, k))
+    if kind == "unit":
+        return rng.uniform(0.05, 0.95, (m, k))
+    if kind == "binary":
+        return (rng.uniform(size=(m, k)) > 0.5).astype(float)
+    return np.eye(k)[rng.integers(0, k, m)]
+
+
+def numerical_gradient(net, X, Y, eps=1e-6):
+    """Central differences of net.loss over every parameter, on the host."""
+    weights = net.get_weights()
+    grads = []
+    for i, (W, b) in enumerate(weights):
+        for arr in (W, b):
+            g = np.zeros_like(arr)
+            for idx in np.ndindex(arr.shape):
+                old = arr[idx]
+                arr[idx] = old + eps
+                net.set_weights(weights)
+                plus = net.loss(X, Y)
+                arr[idx] = old - eps
+                net.set_weights(weights)
+                minus = net.loss(X, Y)
+                arr[idx] = old
+                g[idx] = (plus - minus) / (2 * eps)
+            grads.append(g)
+    net.set_weights(weights)
+    return grads
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize("head", HEADS, ids=[f"{a}-{loss}" for a, loss, _ in HEADS])
+def test_gradient_matches_finite_differences(backend, hidden, head):
+    out_act, loss, kind = head
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((6, 3))
+    Y = _targets(kind, 6, 3, rng)
+    net = make_net(backend, [3, 4, 3], [hidden, out_act], loss=loss, seed=2)
+    values = net.evaluate(backend.asarray(X, dtype=net.dtype))
+    dWs, dbs = net.compute_gradient(values, backend.asarray(Y, dtype=net.dtype))
+    expected = numerical_gradient(net, X, Y)
+    for got, want in zip([g for pair in zip(dWs, dbs) for g in pair], expected):
+        assert_close(got, want, backend=backend, dtype="float64", rtol=1e-5, atol=1e-8)
+
+
+def test_gradient_shapes_and_names(backend):
+    net = make_net(backend, [3, 5, 4, 2], ["tanh", "relu", "identity"])
+    X = backend.asarray(np.ones((7, 3)), dtype=net.dtype)
+    values = net.evaluate(X)
+    assert len(values) == 4 and values[0][0] is None and values[0][1] is X
+    assert [tuple(a.shape) for _, a in values] == [(7, 3), (7, 5), (7, 4), (7, 2)]
+    dWs, dbs = net.compute_gradient(values, backend.asarray(np.zeros((7, 2)), dtype=net.dtype))
+    assert [tuple(d.shape) for d in dWs] == [(5, 3), (4, 5), (2, 4)]
+    assert [tuple(d.shape) for d in dbs] == [(5,), (4,), (2,)]
+    assert net.param_names == ["W0", "b0", "W1", "b1", "W2", "b2"]
+
+
+@pytest.mark.parametrize("name", HIDDEN + ["softmax"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_activation_keeps_dtype_and_device(backend, name, dtype):
+    act = ACTIVATIONS[name]
+    xp = backend.xp
+    z = backend.asarray(np.linspace(-3, 3, 12).reshape(3, 4), dtype=backend.dtype(dtype))
+    a = act.forward(z, xp)
+    assert_close(a, a, backend=backend, dtype=dtype)
+    if act.derivative is not None:
+        d = act.derivative(z, a, xp)
+        assert_close(d, d, backend=backend, dtype=dtype)
+        dz = act.backward(xp.ones_like(z), z, a, xp)
+        assert_close(dz, d, backend=backend, dtype=dtype)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "leaky_relu"])
+def test_derivative_matches_finite_differences(name):
+    act = ACTIVATIONS[name]
+    xp = nn_xp.resolve_backend("numpy").xp
+    z = np.linspace(-4, 4, 41) + 0.013  # away from relu's kink
+    eps = 1e-6
+    numeric = (act.forward(z + eps, xp) - act.forward(z - eps, xp)) / (2 * eps)
+    np.testing.assert_allclose(act.derivative(z, act.forward(z, xp), xp), numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_relu_derivative_at_zero_is_defined(backend):
+    z = backend.asarray(np.zeros((1, 3)))
+    act = ACTIVATIONS["relu"]
+    assert_close(act.derivative(z, act.forward(z, backend.xp), backend.xp), np.zeros((1, 3)), backend=backend)
+
+
+def test_blog_sine_2000_epochs(backend):
+    """The blog's program with its own initial weights: loss 0.0130985534 after 2000 epochs (float64)."""
+    net = make_net(backend, [1, 20, 1], ["sigmoid", "identity"])
+    net.set_weights(blog_weights())
+    history = net.fit(SINE_X, SINE_Y, epochs=2000, learning_rate=0.1)
+    assert net.loss(SINE_X, SINE_Y) == pytest.approx(0.0130985534, rel=1e-8)
+    # history[k] is the loss at the start of epoch k: the blog's hook value at step k
+    assert len(history.history["loss"]) == 2000
+    assert history["loss"][-1] > net.loss(SINE_X, SINE_Y)  # still descending at epoch 2000
+
+
+def test_blog_sine_initial_loss_matches_plain_numpy(backend):
+    net = make_net(backend, [1, 20, 1], ["sigmoid", "identity"])
+    net.set_weights(blog_weights())
+    (W1, b1), (W2, b2) = blog_weights()
+    A = 1 / (1 + np.exp(-(SINE_X @ W1.T + b1)))
+    out = A @ W2.T + b2
+    expected = 0.5 * np.sum((out - SINE_Y) ** 2) / len(SINE_X)
+    assert net.loss(SINE_X, SINE_Y) == pytest.approx(expected, rel=1e-12)
+    history = net.fit(SINE_X, SINE_Y, epochs=1)
+    assert history["loss"][0] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_blog_sine_20000_epochs(backend):
+    net = make_net(backend, [1, 20, 1], ["sigmoid", "identity"])
+    net.set_weights(blog_weights())
+    net.fit(SINE_X, SINE_Y, epochs=20000, learning_rate=0.1)
+    assert net.loss(SINE_X, SINE_Y) == pytest.approx(0.0048015388, rel=1e-8)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_same_seed_same_start_and_curve_on_every_backend(backend, dtype):
+    ref = nn_xp.Network([1, 16, 16, 1], ["tanh", "relu", "identity"], backend="numpy", dtype=dtype, seed=7)
+    net = make_net(backend, [1, 16, 16, 1], ["tanh", "relu", "identity"], dtype=dtype, seed=7)
+    for (W, b), (Wr, br) in zip(net.get_weights(), ref.get_weights()):
+        np.testing.assert_array_equal(W, Wr)
+        np.testing.assert_array_equal(b, br)
+    rtol = 1e-4 if dtype == "float32" else 1e-10
+    curve = net.fit(SINE_X, SINE_Y, epochs=100, learning_rate=0.05)["loss"]
+    ref_curve = ref.fit(SINE_X, SINE_Y, epochs=100, learning_rate=0.05)["loss"]
+    np.testing.assert_allclose(curve, ref_curve, rtol=rtol)
+    for (W, _), (Wr, _) in zip(net.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(W, Wr, rtol=rtol, atol=rtol * 1e-2)
+
+
+def test_parameters_live_on_the_backend(backend):
+    net = make_net(backend, [2, 3, 1], dtype="float32")
+    for p in net.params.values():
+        assert_close(p, p, backend=backend, dtype="float32")
+    out = net.predict(backend.asarray(np.ones((4, 2)), dtype=net.dtype))
+    assert_close(out, out, backend=backend, dtype="float32")
+
+
+def test_predict_returns_the_kind_it_was_given(backend):
+    net = make_net(backend, [2, 3, 1])
+    host = net.predict(np.ones((4, 2)))
+    assert isinstance(host, np.ndarray) and host.shape == (4, 1)
+    device = net.predict(backend.asarray(np.ones((4, 2)), dtype=net.dtype))
+    assert_close(device, host, backend=backend)
+
+
+def test_initialisation_is_seeded_and_scaled():
+    a = nn_xp.Network([50, 100, 10], "relu", backend="numpy", seed=3).get_weights()
+    b = nn_xp.Network([50, 100, 10], "relu", backend="numpy", seed=3).get_weights()
+    c = nn_xp.Network([50, 100, 10], "relu", backend="numpy", seed=4).get_weights()
+    np.testing.assert_array_equal(a[0][0], b[0][0])
+    assert not np.array_equal(a[0][0], c[0][0])
+    assert abs(a[0][0].std() - np.sqrt(2 / 50)) < 0.02  # He for relu layers
+    limit = np.sqrt(6 / (100 + 10))  # Glorot for the identity output
+    assert np.abs(a[1][0]).max() <= limit and np.all(a[0][1] == 0)
+
+
+def test_get_weights_are_copies_and_set_weights_copies(backend):
+    net = make_net(backend, [1, 4, 1])
+    weights = net.get_weights()
+    kept = [(W.copy(), b.copy()) for W, b in weights]
+    net.set_weights(weights)
+    net.fit(SINE_X, SINE_Y, epochs=3)
+    for (W, b), (Wk, bk) in zip(weights, kept):  # training never writes into the caller's arrays
+        np.testing.assert_array_equal(W, Wk)
+        np.testing.assert_array_equal(b, bk)
+    assert not np.array_equal(net.get_weights()[0][0], kept[0][0])
+
+
+def test_fit_accepts_float32_model_and_float64_data(backend):
+    net = make_net(backend, [1, 8, 1], dtype="float32")
+    history = net.fit(SINE_X, SINE_Y, epochs=5)
+    assert all(isinstance(v, float) for v in history["loss"])
+    assert_close(net.params["W0"], net.params["W0"], backend=backend, dtype="float32")
+
+
+def test_loss_is_a_python_float(backend):
+    net = make_net(backend, [1, 4, 1])
+    assert type(net.loss(SINE_X, SINE_Y)) is float
+
+
+def test_per_epoch_callback_sees_every_epoch(backend):
+    seen = []
+    net = make_net(backend, [1, 4, 1])
+    net.fit(SINE_X, SINE_Y, epochs=7, callbacks=lambda epoch, logs: seen.append((epoch, logs["loss"])))
+    assert [e for e, _ in seen] == list(range(7))
+    assert all(isinstance(v, float) for _, v in seen)
+
+
+def test_evaluate_rejects_foreign_arrays(backend):
+    net = make_net(backend, [2, 3, 1])
+    if backend.name != "numpy":
+        with pytest.raises(TypeError, match="move the data to the model's backend"):
+            net.evaluate(np.ones((4, 2)))
+    with pytest.raises(TypeError, match="dtype"):
+        net.evaluate(backend.asarray(np.ones((4, 2)), dtype=backend.xp.float32))
+    with pytest.raises(ValueError, match="3 columns, the network expects 2"):
+        net.evaluate(backend.asarray(np.ones((4, 3)), dtype=net.dtype))
+    with pytest.raises(TypeError, match="must be an array"):
+        net.evaluate([[1.0, 2.0]])
+
+
+def test_evaluate_rejects_another_device():
+    strict = pytest.importorskip("array_api_strict")
+    net = nn_xp.Network([2, 3, 1], backend="array_api_strict", device="device1", dtype="float64")
+    x = strict.asarray(np.ones((4, 2)))  # default device
+    with pytest.raises(ValueError, match="on device .*CPU_DEVICE.* but the model is on .*device1"):
+        net.evaluate(x)
+    # predict moves it explicitly
+    assert net.predict(x).device == net.device
+
+
+def test_compute_gradient_checks_its_inputs(backend):
+    net = make_net(backend, [2, 3, 1])
+    values = net.evaluate(backend.asarray(np.ones((4, 2)), dtype=net.dtype))
+    with pytest.raises(ValueError, match="different numbers of samples: 4 and 5"):
+        net.compute_gradient(values, backend.asarray(np.ones((5, 1)), dtype=net.dtype))
+    with pytest.raises(ValueError, match="must hold 3"):
+        net.compute_gradient(values[:2], backend.asarray(np.ones((4, 1)), dtype=net.dtype))
+
+
+def test_repr_and_properties():
+    net = nn_xp.Network([1, 20, 1], ["sigmoid", "identity"], backend="numpy")
+    assert net.layer_sizes == [1, 20, 1] and net.activations == ["sigmoid", "identity"]
+    assert "1-20-1" in repr(net) and "numpy" in repr(net)
