@@ -198,7 +198,7 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
                 order = xp.asarray(permutation(net.rng, m) if shuffle else range(m), device=device)
                 total = correct = 0.0
                 for lo in range(0, m, batch_size):
-                    idx = order[lo:lo + batch_size]
+                    idx = order[lo:min(lo + batch_size, m)]  # in-bounds stop: the array API leaves overshoot unspecified
                     xb, yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
                     values = net._forward(xb)
                     loss, grads = net._gradient(values, yb)
