@@ -12,6 +12,7 @@ class Progress:
         self.epochs = epochs
         self.bar: Any = None
         self.lines = False
+        self.silent = not verbose
         if not verbose:
             return
         if verbose == 1 and sys.stderr.isatty():

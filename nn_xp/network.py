@@ -72,6 +72,7 @@ class Network:
         self.dtype_name = dtype
         self.rng = make_rng(seed)
         self._params: list[Array] = []
+        self._ones_cache: dict[int, Array] = {}  # m -> ones(m) on the device, see _ones
         self.optimizer = None
         self.history = None
         self.set_weights(initial_weights(self.rng, sizes, acts))
@@ -154,6 +155,14 @@ class Network:
                 # always a copy: training updates in place and must never write into the caller's arrays
                 new.append(self.backend.xp.asarray(host, dtype=self.dtype, device=self.device, copy=True))
         self._params = new
+        self._ones_cache = {}
+
+    def _ones(self, m: int) -> Array:
+        """A cached ``(m,)`` vector of ones on the device: ``db = ones @ dZ`` beats ``xp.sum`` on small layers."""
+        ones = self._ones_cache.get(m)
+        if ones is None:  # emptied by set_weights, so it follows the parameters' device and dtype
+            ones = self._ones_cache[m] = self.xp.ones(m, dtype=self.dtype, device=self.device)
+        return ones
 
     def _snapshot(self) -> list[Array]:
         """Device copies of the parameters (no host round trip)."""
@@ -197,13 +206,14 @@ class Network:
         z_out, a_out = values[-1]
         loss, dA = self.loss_fn.value_and_delta(z_out, a_out, Y, xp)
         fused = self.loss_fn.fused_with is not None
+        ones = self._ones(Y.shape[0])
         grads: list[Array] = [None] * (2 * len(layers))
         for i in range(len(layers) - 1, -1, -1):
             Z, A = values[i + 1]
             dZ = dA if (fused and i == len(layers) - 1) else layers[i].activation.backward(dA, Z, A, xp)
             A_prev = values[i][1]
             grads[2 * i] = dZ.T @ A_prev  # (n_out, n_in)
-            grads[2 * i + 1] = xp.sum(dZ, axis=0)  # (n_out,)
+            grads[2 * i + 1] = ones @ dZ  # (n_out,): the column sums, as one BLAS call
             if i:
                 dA = dZ @ p[2 * i]  # (m, n_in)
         return loss, grads

@@ -36,13 +36,13 @@ class Optimizer:
     def __init__(self, learning_rate: float | Schedule) -> None:
         if not callable(learning_rate):
             check_positive(learning_rate, "learning_rate")
-        self.learning_rate = learning_rate
+        self.learning_rate = learning_rate if callable(learning_rate) else float(learning_rate)
         self.iterations = 0
         self.state: dict[str, dict[str, Array]] = {}
 
     def current_learning_rate(self) -> float:
         lr = self.learning_rate
-        return float(lr(self.iterations)) if callable(lr) else float(lr)
+        return float(lr(self.iterations)) if callable(lr) else lr
 
     def step(self, params: list[Array], grads: Sequence[Array], names: Sequence[str], *, xp: Any = None) -> None:
         """Update ``params`` (a list, updated item by item in place) from ``grads``."""
@@ -121,6 +121,15 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs a momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
         self.slots = ("velocity",) if momentum else ()
+
+    def step(self, params: list[Array], grads: Sequence[Array], names: Sequence[str], *, xp: Any = None) -> None:
+        if self.momentum or self.weight_decay:
+            return super().step(params, grads, names, xp=xp)
+        lr = self.current_learning_rate()  # the blog's step, W -= lr * dW, without per-parameter dispatch
+        self.iterations += 1
+        for i, g in enumerate(grads):
+            g *= lr
+            params[i] -= g
 
     def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
         if self.weight_decay:

@@ -167,6 +167,7 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
     if Xv is not None:
         keys += ["val_loss"] + (["val_accuracy"] if classify else [])
 
+    columns = [history.history.setdefault(k, []) for k in keys]
     xp, device, names = net.xp, net.device, net.param_names
     m = X.shape[0]
     full_batch = batch_size is None or batch_size >= m
@@ -214,12 +215,16 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
                     metrics.append(_correct(loss_name, av, Yv, xp) / Xv.shape[0])
             # the one host read of the epoch
             host = [float(metrics[0])] if len(metrics) == 1 else backends.to_numpy(xp.stack(metrics)).tolist()
-            logs = dict(zip(keys, host))
-            if not all(math.isfinite(v) for v in host):
-                _diverged(net, snaps, epoch, start, logs, on_nonfinite)
+            if not all(map(math.isfinite, host)):
+                _diverged(net, snaps, epoch, start, dict(zip(keys, host)), on_nonfinite)
                 break
-            history.append(epoch, logs)
+            for column, value in zip(columns, host):
+                column.append(value)
+            history.epoch.append(epoch)
             dirty = False
+            if not cbs and progress.silent and checkpoint is None:
+                continue  # nothing reads the logs: keep the tiny-network epoch lean
+            logs = dict(zip(keys, host))
             progress.update(epoch, logs)
             try:
                 for cb in cbs:

@@ -1,0 +1,477 @@
+"""scikit-learn estimators trained by nn_xp: ``MLPClassifier`` and ``MLPRegressor``.
+
+scikit-learn is an optional extra (``pip install 'nn_xp[sklearn]'``), imported
+only here. The estimators take scikit-learn's host data (NumPy, pandas, lists),
+check it with scikit-learn's own validation, move it to the backend's device once
+per ``fit`` and hand predictions back as NumPy. A fitted estimator pickles its
+weights (and optimizer state) as host NumPy arrays, so a model trained on a GPU
+loads anywhere; see ``__getstate__``.
+
+NumPy appears here because the host is the point: scikit-learn's data and results.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils import check_random_state, column_or_1d
+    from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as exc:  # validate_data is new in scikit-learn 1.6
+    raise ImportError("nn_xp.sklearn needs scikit-learn >= 1.6: pip install 'nn_xp[sklearn]'") from exc
+
+from .backends import BackendUnavailableError
+from .callbacks import Callback, EarlyStopping, StopTraining
+from .network import Network
+from .optimizers import SGD, Adam
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+#: scikit-learn's activation names -> nn_xp's
+_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+_FLOATS = (np.float64, np.float32)
+
+
+class _InvScaling(Callback):
+    """scikit-learn's ``learning_rate='invscaling'``: after each epoch ``lr = lr_init / (t + 1) ** power_t``,
+    ``t`` the number of samples seen."""
+
+    def __init__(self, initial: float, power_t: float, t: int, n_samples: int) -> None:
+        self.initial, self.power_t, self.t, self.n_samples = initial, power_t, t, n_samples
+
+    def on_train_begin(self, net: Any) -> None:
+        self.optimizer = net.optimizer
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        self.t += self.n_samples
+        self.optimizer.learning_rate = self.initial / (self.t + 1) ** self.power_t
+
+
+class _AdaptiveStopping(EarlyStopping):
+    """scikit-learn's ``learning_rate='adaptive'``: where training would stop, divide the rate by 5
+    instead, and stop only once it is at most 1e-6."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        try:
+            super().on_epoch_end(epoch, logs)
+        except StopTraining:
+            opt = self.net.optimizer
+            if opt.learning_rate <= 1e-6:
+                raise
+            opt.learning_rate /= 5.0
+            self.wait, self.stopped_epoch = 0, None
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared by both estimators; the parameters are scikit-learn's (see ``MLPClassifier``)."""
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, backend=None, device=None,
+                 dtype=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.backend = backend
+        self.device = device
+        self.dtype = dtype
+
+    # ------------------------------------------------------------- checks
+    def _check_params(self) -> list[int]:
+        h = self.hidden_layer_sizes
+        hidden = [h] if isinstance(h, Integral) else list(h) if hasattr(h, "__iter__") else None
+        if hidden is None or any(isinstance(n, bool) or not isinstance(n, Integral) or n < 1 for n in hidden):
+            raise ValueError(f"hidden_layer_sizes must be a positive integer or a sequence of them, got {h!r}")
+        for name, valid in (("activation", tuple(_ACTIVATIONS)), ("solver", ("adam", "sgd")),
+                            ("learning_rate", ("constant", "invscaling", "adaptive")),
+                            ("dtype", (None, "float32", "float64"))):
+            if not any(getattr(self, name) == v for v in valid):
+                hint = " ('lbfgs' is not available in nn_xp)" if name == "solver" else ""
+                raise ValueError(f"{name} must be one of {valid}, got {getattr(self, name)!r}{hint}")
+        if not (self.batch_size == "auto" or _is_int(self.batch_size, 1)):
+            raise ValueError(f"batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
+        if not _is_int(self.max_iter, 1):
+            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+        if not (_is_int(self.n_iter_no_change, 1) or self.n_iter_no_change == math.inf):
+            raise ValueError(f"n_iter_no_change must be a positive integer or numpy.inf, got {self.n_iter_no_change!r}")
+        for name in ("alpha", "tol", "power_t"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if self.early_stopping and not (isinstance(self.validation_fraction, Real) and 0 < self.validation_fraction < 1):
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        return hidden
+
+    # -------------------------------------------------------------- fitting
+    def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any = None):
+        hidden = self._check_params()
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        reset = not hasattr(self, "network_") or not (self.warm_start or incremental)
+        X, y = validate_data(self, X, y, multi_output=True, dtype=_FLOATS, reset=reset, **self._y_options)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        Y, stratify = self._encode(y, reset, classes)
+        rs = check_random_state(self.random_state)
+        if reset:
+            self._initialize(X, Y, hidden, rs)
+        net = self.network_
+        X = X.astype(net.dtype_name, copy=False)  # convert on the host: the device gets the final bytes, once
+
+        validation = None
+        if self.early_stopping:
+            X, Xv, Y, Yv = train_test_split(X, Y, test_size=self.validation_fraction, random_state=rs,
+                                            stratify=stratify)
+            if Xv.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size "
+                                 "of your dataset.")
+            validation = (Xv, Yv)
+        n = X.shape[0]
+        batch_size = min(200, n) if self.batch_size == "auto" else self.batch_size
+        if batch_size > n:
+            warnings.warn("Got `batch_size` larger than sample size. It is going to be clipped", UserWarning)
+            batch_size = n
+
+        callbacks: list[Callback] = []
+        if self.solver == "sgd" and self.learning_rate == "invscaling":
+            callbacks.append(_InvScaling(self.learning_rate_init, self.power_t, self.t_, n))
+        stop = None
+        if not incremental and self.n_iter_no_change != math.inf:
+            monitor, min_delta = ("loss", self.tol) if validation is None else self._val_monitor(validation[1])
+            adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
+            stop = (_AdaptiveStopping if adaptive else EarlyStopping)(
+                monitor=monitor, patience=int(self.n_iter_no_change) + 1, min_delta=min_delta,
+                restore_best_weights=validation is not None)
+            callbacks.append(stop)
+        keep = incremental and net.optimizer is not None  # partial_fit continues the optimizer's state
+        history = net.fit(X, Y, epochs=1 if incremental else self.max_iter,
+                          optimizer=None if keep else self._optimizer(batch_size), batch_size=batch_size,
+                          shuffle=self.shuffle, validation_data=validation, callbacks=callbacks,
+                          verbose=2 if self.verbose else 0)
+
+        self.n_iter_ = len(history)
+        self.t_ += self.n_iter_ * n
+        self.loss_curve_ = self.loss_curve_ + history["loss"]
+        self.loss_ = self.loss_curve_[-1]
+        if validation is not None:
+            scores = self._val_scores(history, validation[1])
+            self.validation_scores_ = list(self.validation_scores_ or []) + scores
+            best = stop.best_epoch if stop is not None and stop.best_epoch is not None else int(np.argmax(scores))
+            self.best_validation_score_ = scores[best]
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = self.best_validation_score_ = None
+            self.best_loss_ = min(self.loss_curve_)
+        if not incremental and self.n_iter_ == self.max_iter and (stop is None or stop.stopped_epoch is None):
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                          "optimization hasn't converged yet.", ConvergenceWarning)
+        return self
+
+    def _initialize(self, X: np.ndarray, Y: np.ndarray, hidden: list[int], rs: np.random.RandomState) -> None:
+        loss, out, self.out_activation_ = self._output()
+        n_out = len(self.classes_) if loss == "cross_entropy" else (Y.shape[1] if Y.ndim == 2 else 1)
+        sizes = [X.shape[1], *hidden, n_out]
+        # an int random_state seeds nn_xp directly: the same start as nn_xp.Network(seed=random_state)
+        seed = int(self.random_state) if _is_int(self.random_state, 0) else int(rs.randint(2**31 - 1))
+        self.network_ = Network(sizes, [_ACTIVATIONS[self.activation]] * len(hidden) + [out], loss=loss,
+                                backend=self.backend, device=self.device, dtype=self.dtype or X.dtype.name,
+                                seed=seed)
+        self.n_layers_, self.n_outputs_ = len(sizes), n_out
+        self.t_, self.loss_curve_, self.validation_scores_ = 0, [], None
+
+    def _optimizer(self, batch_size: int):
+        # scikit-learn adds alpha * W / batch to each batch's gradient: L2 decay of alpha / batch_size
+        decay = self.alpha / batch_size
+        if self.solver == "adam":
+            return Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon, weight_decay=decay)
+        return SGD(self.learning_rate_init, momentum=self.momentum,
+                   nesterov=bool(self.nesterovs_momentum and self.momentum), weight_decay=decay)
+
+    def fit(self, X: Any, y: Any):
+        """Train on ``(X, y)`` for up to ``max_iter`` epochs (from the current weights when ``warm_start``).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=False)
+
+    # ----------------------------------------------------------- predicting
+    def _forward(self, X: Any) -> np.ndarray:
+        """The output layer's activations, as host NumPy."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=_FLOATS)
+        return self.network_.predict(X.astype(self.network_.dtype_name, copy=False))
+
+    @property
+    def coefs_(self) -> list[np.ndarray]:
+        """Host copies of the weight matrices in scikit-learn's layout ``(n_in, n_out)``."""
+        check_is_fitted(self)
+        return [W.T for W, _ in self.network_.get_weights()]
+
+    @property
+    def intercepts_(self) -> list[np.ndarray]:
+        """Host copies of the bias vectors."""
+        check_is_fitted(self)
+        return [b for _, b in self.network_.get_weights()]
+
+    # -------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict:
+        """The estimator's state with the network as host NumPy weights, optimizer state and generator.
+
+        Device arrays and array namespaces never enter the pickle, so a model
+        trained on a GPU unpickles on a machine without one (see ``__setstate__``).
+        """
+        state = dict(super().__getstate__())  # a copy: the default state is the instance __dict__ itself
+        net = state.pop("network_", None)
+        if net is not None:
+            saved_opt = None
+            if net.optimizer is not None:
+                shell = copy.copy(net.optimizer)
+                shell.state = {}  # the moments travel as host copies, in state_dict()
+                saved_opt = (shell, net.optimizer.state_dict())
+            state["_saved_network"] = {
+                "layer_sizes": net.layer_sizes, "activations": net.activations, "loss": net.loss_fn.name,
+                "backend": net.backend.name, "device": _device_spec(net.device), "dtype": net.dtype_name,
+                "weights": net.get_weights(), "rng": net.rng, "optimizer": saved_opt}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Rebuild the network on the backend and device it was trained on; where that is not usable
+        here (a CuPy model opened on a laptop), on NumPy with a ``UserWarning``."""
+        state = dict(state)
+        saved = state.pop("_saved_network", None)
+        super().__setstate__(state)
+        if saved is not None:
+            self.network_ = _rebuild(saved)
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier with scikit-learn's interface, trained by nn_xp on any backend.
+
+    Softmax output and cross-entropy for multiclass targets; sigmoid outputs and
+    binary cross-entropy for binary and multilabel (indicator) targets.
+
+    Parameters
+    ----------
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t,
+    max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
+    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change
+        As in :class:`sklearn.neural_network.MLPClassifier`, with the same
+        defaults; ``solver`` is ``"adam"`` or ``"sgd"`` (no ``"lbfgs"``). ``alpha``
+        becomes the optimizer's L2 ``weight_decay = alpha / batch_size`` (the
+        gradient scikit-learn adds), and ``loss_curve_`` holds the data loss
+        without the penalty. Stopping follows :class:`nn_xp.EarlyStopping`
+        (``patience = n_iter_no_change + 1``, ``min_delta = tol``) on the training
+        loss, or with ``early_stopping`` on the validation accuracy (the best
+        epoch's weights are kept).
+    backend, device : optional
+        Where to train: see :func:`nn_xp.resolve_backend` (default ``NN_XP_BACKEND``,
+        else CuPy when a CUDA GPU answers, else NumPy).
+    dtype : {None, "float32", "float64"}
+        None follows scikit-learn: float32 input trains in float32, anything
+        else in float64. Pass ``"float32"`` for speed on a GPU.
+
+    Attributes
+    ----------
+    classes_, n_features_in_, feature_names_in_, loss_, loss_curve_, best_loss_, validation_scores_,
+    best_validation_score_, n_iter_, t_, n_layers_, n_outputs_, out_activation_, coefs_, intercepts_
+        As in scikit-learn (``coefs_`` and ``intercepts_`` are host copies).
+    network_ : nn_xp.Network
+        The trained network, on its backend's device.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from nn_xp.sklearn import MLPClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MLPClassifier((16,), learning_rate_init=0.01, max_iter=300, random_state=0, backend="numpy")
+    >>> clf.fit(X, y).score(X, y) > 0.9
+    True
+    """
+
+    _y_options: dict = {}
+
+    def _encode(self, y: np.ndarray, reset: bool, classes: Any) -> tuple[np.ndarray, Any]:
+        """Targets for nn_xp (class ids for multiclass, 0/1 columns otherwise) and the labels to stratify on."""
+        check_classification_targets(y)
+        if reset:
+            multilabel = type_of_target(y).startswith("multilabel")
+            self._label_binarizer = LabelBinarizer().fit(y if classes is None or multilabel else classes)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            unseen = np.setdiff1d(unique_labels(y), self.classes_)
+            if len(unseen):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                                 f"'y' has {unique_labels(y)}.")
+        Y = self._label_binarizer.transform(y)
+        if self._label_binarizer.y_type_ == "multiclass":
+            Y = np.argmax(Y, axis=1)  # class ids: the device one-hot encodes them
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            return Y, None
+        labels = Y if Y.ndim == 1 else Y[:, 0]
+        return Y, (labels if np.unique(labels, return_counts=True)[1].min() >= 2 else None)
+
+    def _output(self) -> tuple[str, str, str]:
+        if self._label_binarizer.y_type_ == "multiclass":
+            return "cross_entropy", "softmax", "softmax"
+        return "binary_cross_entropy", "sigmoid", "logistic"
+
+    def _val_monitor(self, Yv: np.ndarray) -> tuple[str, float]:
+        return "val_accuracy", self.tol
+
+    def _val_scores(self, history: Any, Yv: np.ndarray) -> list[float]:
+        return list(history["val_accuracy"])
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None):
+        """One epoch over ``(X, y)``, continuing the weights and the optimizer state.
+
+        ``classes`` (every label that will ever appear) is required on the first call.
+        """
+        if not hasattr(self, "classes_"):
+            if classes is None and not type_of_target(y).startswith("multilabel"):
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+        elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
+            raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, "
+                             f"was: {self.classes_!r}")
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class labels (an indicator matrix for multilabel targets), as NumPy."""
+        proba = self._forward(X)  # first: it raises NotFittedError before fit
+        return self._label_binarizer.inverse_transform(proba)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities ``(n_samples, n_classes)``, columns in the order of ``classes_``."""
+        proba = self._forward(X)
+        if proba.shape[1] == 1:
+            return np.hstack([1.0 - proba, proba])
+        return proba
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """``log(predict_proba(X))``."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor (squared error, identity output) with scikit-learn's interface.
+
+    Parameters and attributes are those of :class:`MLPClassifier` (less
+    ``classes_``); with ``early_stopping`` the validation score is R² (the
+    variance-weighted one for several outputs), monitored through the validation
+    loss with ``min_delta`` scaled so that ``tol`` applies to R².
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nn_xp.sklearn import MLPRegressor
+    >>> X = np.linspace(-3, 3, 200).reshape(-1, 1)
+    >>> reg = MLPRegressor((32,), activation="tanh", learning_rate_init=0.01, max_iter=500, random_state=0,
+    ...                    backend="numpy").fit(X, np.sin(X).ravel())
+    >>> reg.score(X, np.sin(X).ravel()) > 0.95
+    True
+    """
+
+    _y_options: dict = {"y_numeric": True}
+
+    def _encode(self, y: np.ndarray, reset: bool, classes: Any) -> tuple[np.ndarray, None]:
+        return y, None
+
+    def _output(self) -> tuple[str, str, str]:
+        return "mse", "identity", "identity"
+
+    @staticmethod
+    def _sst(Yv: np.ndarray) -> float:
+        """Half the total sum of squares per validation sample: val_loss = sst * (1 - R²)."""
+        Yv = Yv.reshape(Yv.shape[0], -1)
+        return 0.5 * float(np.sum((Yv - Yv.mean(axis=0)) ** 2)) / Yv.shape[0]
+
+    def _val_monitor(self, Yv: np.ndarray) -> tuple[str, float]:
+        sst = self._sst(Yv)
+        return "val_loss", self.tol * sst if sst > 0 else self.tol
+
+    def _val_scores(self, history: Any, Yv: np.ndarray) -> list[float]:
+        sst = self._sst(Yv)
+        return [1.0 - v / sst if sst > 0 else math.nan for v in history["val_loss"]]
+
+    def partial_fit(self, X: Any, y: Any):
+        """One epoch over ``(X, y)``, continuing the weights and the optimizer state."""
+        return self._fit(X, y, incremental=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions as NumPy: ``(n_samples,)`` for one output, else ``(n_samples, n_outputs)``."""
+        out = self._forward(X)
+        return out.ravel() if out.shape[1] == 1 else out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= low
+
+
+def _device_spec(device: Any) -> Any:
+    """A device as plain data (``"cpu"``, ``"cuda:1"``, a GPU index), so the pickle never imports a GPU library."""
+    index = getattr(device, "id", None)  # cupy.cuda.Device
+    return index if isinstance(index, int) else str(device)
+
+
+def _rebuild(saved: dict) -> Network:
+    def build(backend: str, device: Any) -> Network:
+        return Network(saved["layer_sizes"], saved["activations"], loss=saved["loss"], backend=backend,
+                       device=device, dtype=saved["dtype"], seed=0)
+
+    try:
+        net = build(saved["backend"], saved["device"])
+    except (BackendUnavailableError, ValueError) as exc:
+        warnings.warn(f"this model was trained on {saved['backend']} (device {saved['device']!r}), which is not "
+                      f"usable here ({exc}); it was loaded on numpy. Move it with "
+                      "estimator.network_.to(backend, device).", UserWarning, stacklevel=3)
+        net = build("numpy", None)
+    net.set_weights(saved["weights"])
+    net.rng = saved["rng"]  # the shuffles continue where they were
+    if saved["optimizer"] is not None:
+        optimizer, state = saved["optimizer"]
+        optimizer.load_state_dict(state, net.params)
+        net.optimizer = optimizer
+    return net
