@@ -24,8 +24,8 @@ def _describe(x: Any) -> str:
 
 
 def _check_kind(x: Array, name: str, xp: Any) -> None:
-    """Reject complex, bool and non-numeric dtypes by name."""
-    if not (xp.isdtype(x.dtype, "real floating") or xp.isdtype(x.dtype, "integral")):
+    """Reject complex and non-numeric dtypes by name (bool, integers and real floats are data)."""
+    if not xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
 
 

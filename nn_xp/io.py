@@ -49,6 +49,23 @@ def _error(path: _Path, problem: str) -> ModelFileError:
     return ModelFileError(f"{os.fspath(path)}: {problem}")
 
 
+def _parse_int(digits: str) -> int:
+    """JSON integers from a file: a 128-bit generator state at most, never a megabyte of digits."""
+    if len(digits) > 64:
+        raise ValueError(f"an integer of {len(digits)} digits")
+    return int(digits)
+
+
+def _json(text: str) -> Any:
+    return json.loads(text, parse_int=_parse_int)
+
+
+def _short(value: Any) -> str:
+    """A repr of something read from a file, cut short: a hostile header can be 100 MB."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _safetensors() -> Any:
     try:
         import safetensors.numpy
@@ -215,7 +232,7 @@ def load(path: _Path, backend: str | None = None, device: Any = None) -> Network
         try:
             optimizer = cls(**info["config"])
         except (TypeError, ValueError, OverflowError) as exc:
-            raise _error(path, f"the {info['name']} optimizer's config {info['config']} is not valid: {exc}") from None
+            raise _error(path, f"the {info['name']} optimizer's config {_short(info['config'])} is not valid: {exc}") from None
         optimizer.load_state_dict(_optimizer_state(meta, tensors), net.params)
         net.optimizer = optimizer
     return net
@@ -239,7 +256,7 @@ def load_checkpoint(path: _Path, net: Network, optimizer: Optimizer | None) -> t
         raise _error(path, f"is a checkpoint of a {saved} network; this network is {this}")
     epoch, history, epochs = ck.get("epoch"), ck.get("history"), ck.get("history_epoch")
     if not _is_int(epoch) or epoch < 0:
-        raise _error(path, f"checkpoint epoch must be a non-negative integer, got {epoch!r}")
+        raise _error(path, f"checkpoint epoch must be a non-negative integer, got {_short(epoch)}")
     if not (isinstance(history, dict) and all(isinstance(v, list) and all(_is_number(x) for x in v)
                                               for v in history.values())):
         raise _error(path, "checkpoint history must map metric names to lists of numbers")
@@ -252,11 +269,11 @@ def load_checkpoint(path: _Path, net: Network, optimizer: Optimizer | None) -> t
         if info is None:
             raise _error(path, f"holds no optimizer state, but training uses {name!r}")
         if info["name"] != name:
-            raise _error(path, f"holds {info['name']!r} optimizer state, but training uses {name!r}")
+            raise _error(path, f"holds {_short(info['name'])} optimizer state, but training uses {name!r}")
         state = _optimizer_state(meta, tensors)
         unknown = {s for slots in state["state"].values() for s in slots} - set(optimizer.slots)
         if unknown:
-            raise _error(path, f"holds optimizer state {sorted(unknown)} that this {name!r} does not use "
+            raise _error(path, f"holds optimizer state {_short(sorted(unknown))} that this {name!r} does not use "
                                f"(its slots: {list(optimizer.slots)}); configure it as when the checkpoint was saved")
     net.set_weights(_weights(meta, tensors))
     if state is not None:
@@ -285,7 +302,7 @@ def _generator(path: _Path, state: Any) -> np.random.Generator:
     """A new generator in the saved state, of a bit generator from the fixed list."""
     name = state.get("bit_generator") if isinstance(state, dict) else None
     if name not in _BIT_GENERATORS:
-        raise _error(path, f"checkpoint rng state names bit generator {name!r}; known: {', '.join(_BIT_GENERATORS)}")
+        raise _error(path, f"checkpoint rng state names bit generator {_short(name)}; known: {', '.join(_BIT_GENERATORS)}")
     rng = np.random.Generator(_BIT_GENERATORS[name]())
     try:
         set_rng_state(rng, state)
@@ -347,7 +364,7 @@ def _read_header(path: _Path, f: Any, size: int) -> tuple[dict, int]:
     if len(raw) != n:
         raise _error(path, "changed or shrank while being read")
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = _json(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise _error(path, f"has a header that is not UTF-8 ({exc.reason} at byte {8 + exc.start})") from None
     except (ValueError, RecursionError) as exc:
@@ -365,32 +382,32 @@ def _check_metadata(path: _Path, header: dict) -> dict:
     if raw is None or FORMAT not in raw:
         raise _error(path, "is not an nn_xp model: its safetensors metadata has no 'nn_xp' entry")
     try:
-        meta = json.loads(raw[FORMAT])
+        meta = _json(raw[FORMAT])
     except (ValueError, RecursionError) as exc:
         raise _error(path, f"has 'nn_xp' metadata that is not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise _error(path, "is not an nn_xp model: its metadata does not say format 'nn_xp'")
     version = meta.get("format_version")
     if not _is_int(version) or version < 1:
-        raise _error(path, f"has an invalid format_version {version!r}")
+        raise _error(path, f"has an invalid format_version {_short(version)}")
     if version > FORMAT_VERSION:
-        raise _error(path, f"was written by nn_xp {meta.get('nn_xp_version')!s} in format version {version}; "
+        raise _error(path, f"was written by nn_xp {_short(meta.get('nn_xp_version'))} in format version {version}; "
                            f"this nn_xp reads up to version {FORMAT_VERSION}: upgrade nn_xp to load it")
     sizes, acts, loss, dtype = (meta.get(k) for k in ("layer_sizes", "activations", "loss", "dtype"))
     if not (isinstance(sizes, list) and len(sizes) >= 2 and all(_is_int(n) and n >= 1 for n in sizes)):
-        raise _error(path, f"has invalid layer_sizes {sizes!r}")
+        raise _error(path, f"has invalid layer_sizes {_short(sizes)}")
     if not (isinstance(acts, list) and len(acts) == len(sizes) - 1
             and all(isinstance(a, str) and a in ACTIVATIONS for a in acts)):
-        raise _error(path, f"has invalid activations {acts!r} for {len(sizes) - 1} layers")
+        raise _error(path, f"has invalid activations {_short(acts)} for {len(sizes) - 1} layers")
     if not (isinstance(loss, str) and loss in LOSSES):
-        raise _error(path, f"has an unknown loss {loss!r}")
+        raise _error(path, f"has an unknown loss {_short(loss)}")
     if dtype not in _CODES:
-        raise _error(path, f"has dtype {dtype!r}; nn_xp models are float32 or float64")
+        raise _error(path, f"has dtype {_short(dtype)}; nn_xp models are float32 or float64")
     info = meta.get("optimizer")
     if info is not None and not (isinstance(info, dict) and isinstance(info.get("name"), str)
                                  and (info.get("config") is None or isinstance(info["config"], dict))
                                  and _is_int(info.get("iterations")) and info["iterations"] >= 0):
-        raise _error(path, f"has invalid optimizer metadata {info!r}")
+        raise _error(path, f"has invalid optimizer metadata {_short(info)}")
     return meta
 
 
@@ -404,28 +421,32 @@ def _check_entries(path: _Path, header: dict, data_len: int, meta: dict) -> dict
     for name, e in header.items():
         if name == "__metadata__":
             continue
-        want = shapes.get(name)
+        want, label = shapes.get(name), _short(name)
         if want is None and name.startswith("optimizer/") and meta.get("optimizer") is not None:
             _, param, slot = (name.split("/", 2) + ["", ""])[:3]  # optimizer/W0/m
             want = shapes.get(param) if slot else None
         if want is None:
-            raise _error(path, f"holds a tensor {name!r} that the metadata does not describe")
+            raise _error(path, f"holds a tensor {label} that the metadata does not describe")
         if not (isinstance(e, dict) and isinstance(e.get("dtype"), str) and _int_list(e.get("shape"))
                 and _int_list(e.get("data_offsets")) and len(e["data_offsets"]) == 2):
-            raise _error(path, f"has a malformed header entry for tensor {name!r}: {e!r}")
+            raise _error(path, f"has a malformed header entry for tensor {label}: {_short(e)}")
         shape, (begin, end) = tuple(e["shape"]), e["data_offsets"]
         if e["dtype"] != code:
-            raise _error(path, f"tensor {name!r} is {e['dtype']}, the metadata says {meta['dtype']} ({code})")
+            raise _error(path, f"tensor {label} is {_short(e['dtype'])}, the metadata says {meta['dtype']} ({code})")
         if shape != want:
-            raise _error(path, f"tensor {name!r} has shape {shape}; layer_sizes {sizes} make it {want}")
-        if not 0 <= begin <= end <= data_len or end - begin != math.prod(shape) * _ITEMSIZE[code]:
-            raise _error(path, f"tensor {name!r} ({code}{shape}) has data offsets [{begin}, {end}] that do "
-                               f"not fit its size or the {data_len}-byte data section (truncated?)")
+            raise _error(path, f"tensor {label} has shape {_short(shape)}; layer_sizes {_short(sizes)} make it {_short(want)}")
+        if not 0 <= begin <= end <= data_len:
+            raise _error(path, f"tensor {label} has data offsets {_short([begin, end])} outside the file's "
+                               f"{data_len}-byte data section (truncated?)")
+        nbytes = math.prod(shape) * _ITEMSIZE[code]
+        if end - begin != nbytes:
+            raise _error(path, f"tensor {label} ({code}{_short(shape)}) needs {nbytes} bytes, "
+                               f"its data offsets [{begin}, {end}] hold {end - begin}")
         entries[name] = (meta["dtype"], shape)
         spans.append((begin, end))
     missing = [n for n in shapes if n not in entries]
     if missing:
-        raise _error(path, f"lacks the tensors {missing} that layer_sizes {sizes} call for")
+        raise _error(path, f"lacks the tensors {_short(missing)} that layer_sizes {_short(sizes)} call for")
     position = 0
     for begin, end in sorted(spans):
         if begin != position:

@@ -179,74 +179,78 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
         cb.on_train_begin(net)
     epoch = start
     dirty = False  # True while the weights are between the start and the end of an epoch
-    try:
-        for epoch in range(start, epochs):
-            snap = snaps[epoch % 2]
-            if writeable:
-                for s, p in zip(snap, net._params):
-                    s[...] = p
-            else:
-                snaps[epoch % 2] = net._snapshot()
-            dirty = True
-            if full_batch:
-                values = net._forward(X)
-                total, grads = net._gradient(values, Y)
-                opt.step(net._params, grads, names, xp=xp)
-                metrics = [total]
-                if classify:
-                    metrics.append(_correct(loss_name, values[-1][1], Y, xp) / m)
-            else:
-                order = xp.asarray(permutation(net.rng, m) if shuffle else range(m), device=device)
-                total = correct = 0.0
-                for lo in range(0, m, batch_size):
-                    idx = order[lo:min(lo + batch_size, m)]  # in-bounds stop: the array API leaves overshoot unspecified
-                    xb, yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
-                    values = net._forward(xb)
-                    loss, grads = net._gradient(values, yb)
+    with warnings.catch_warnings():
+        # fit detects non-finite losses itself (FloatingPointError below); the backend's own
+        # "overflow encountered in ..." warnings on the way there would only repeat it
+        warnings.filterwarnings("ignore", message=".*encountered in", category=RuntimeWarning)
+        try:
+            for epoch in range(start, epochs):
+                snap = snaps[epoch % 2]
+                if writeable:
+                    for s, p in zip(snap, net._params):
+                        s[...] = p
+                else:
+                    snaps[epoch % 2] = net._snapshot()
+                dirty = True
+                if full_batch:
+                    values = net._forward(X)
+                    total, grads = net._gradient(values, Y)
                     opt.step(net._params, grads, names, xp=xp)
-                    total = total + loss * (yb.shape[0] / m)
+                    metrics = [total]
                     if classify:
-                        correct = correct + _correct(loss_name, values[-1][1], yb, xp)
-                metrics = [total] + ([correct / m] if classify else [])
-            if Xv is not None:
-                zv, av = net._forward(Xv)[-1]
-                metrics.append(net.loss_fn.value(zv, av, Yv, xp))
-                if classify:
-                    metrics.append(_correct(loss_name, av, Yv, xp) / Xv.shape[0])
-            # the one host read of the epoch
-            host = [float(metrics[0])] if len(metrics) == 1 else backends.to_numpy(xp.stack(metrics)).tolist()
-            if not all(map(math.isfinite, host)):
-                _diverged(net, snaps, epoch, start, dict(zip(keys, host)), on_nonfinite)
-                break
-            for column, value in zip(columns, host):
-                column.append(value)
-            history.epoch.append(epoch)
-            dirty = False
-            if not cbs and progress.silent and checkpoint is None:
-                continue  # nothing reads the logs: keep the tiny-network epoch lean
-            logs = dict(zip(keys, host))
-            progress.update(epoch, logs)
-            try:
-                for cb in cbs:
-                    cb.on_epoch_end(epoch, logs)
-            except StopTraining:
-                epoch += 1
-                break
-            if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
-                from .io import save_checkpoint
+                        metrics.append(_correct(loss_name, values[-1][1], Y, xp) / m)
+                else:
+                    order = xp.asarray(permutation(net.rng, m) if shuffle else range(m), device=device)
+                    total = correct = 0.0
+                    for lo in range(0, m, batch_size):
+                        idx = order[lo:min(lo + batch_size, m)]  # in-bounds stop: the array API leaves overshoot unspecified
+                        xb, yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+                        values = net._forward(xb)
+                        loss, grads = net._gradient(values, yb)
+                        opt.step(net._params, grads, names, xp=xp)
+                        total = total + loss * (yb.shape[0] / m)
+                        if classify:
+                            correct = correct + _correct(loss_name, values[-1][1], yb, xp)
+                    metrics = [total] + ([correct / m] if classify else [])
+                if Xv is not None:
+                    zv, av = net._forward(Xv)[-1]
+                    metrics.append(net.loss_fn.value(zv, av, Yv, xp))
+                    if classify:
+                        metrics.append(_correct(loss_name, av, Yv, xp) / Xv.shape[0])
+                # the one host read of the epoch
+                host = [float(metrics[0])] if len(metrics) == 1 else backends.to_numpy(xp.stack(metrics)).tolist()
+                if not all(map(math.isfinite, host)):
+                    _diverged(net, snaps, epoch, start, dict(zip(keys, host)), on_nonfinite)
+                    break
+                for column, value in zip(columns, host):
+                    column.append(value)
+                history.epoch.append(epoch)
+                dirty = False
+                if not cbs and progress.silent and checkpoint is None:
+                    continue  # nothing reads the logs: keep the tiny-network epoch lean
+                logs = dict(zip(keys, host))
+                progress.update(epoch, logs)
+                try:
+                    for cb in cbs:
+                        cb.on_epoch_end(epoch, logs)
+                except StopTraining:
+                    epoch += 1
+                    break
+                if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
+                    from .io import save_checkpoint
 
-                save_checkpoint(checkpoint, net, opt, epoch + 1, history)
-        else:
-            epoch = epochs
-            if not bool(xp.all(xp.stack([xp.all(xp.isfinite(p)) for p in net._params]))):
-                # the last update itself overflowed: its loss was never measured
-                _diverged(net, snaps, epoch, start, {"loss": math.nan}, on_nonfinite, last_update=True)
-    except KeyboardInterrupt:
-        if dirty:  # leave the network at the last completed epoch, never half-updated
-            net._restore(snaps[epoch % 2])
-        raise
-    finally:
-        progress.close()
+                    save_checkpoint(checkpoint, net, opt, epoch + 1, history)
+            else:
+                epoch = epochs
+                if not bool(xp.all(xp.stack([xp.all(xp.isfinite(p)) for p in net._params]))):
+                    # the last update itself overflowed: its loss was never measured
+                    _diverged(net, snaps, epoch, start, {"loss": math.nan}, on_nonfinite, last_update=True)
+        except KeyboardInterrupt:
+            if dirty:  # leave the network at the last completed epoch, never half-updated
+                net._restore(snaps[epoch % 2])
+            raise
+        finally:
+            progress.close()
     for cb in cbs:
         cb.on_train_end(net)
     return history
