@@ -28,7 +28,7 @@ options:
 environment:
   PYTHON               the interpreter (default: python3)
   NN_XP_GPU_BUDGET     seconds for the whole run; each step's limit is cut to fit (default: 290)
-  NN_XP_GPU_TESTS      pytest paths, space-separated (default: tests)
+  NN_XP_GPU_TESTS      pytest paths, space-separated, from the repository root (default: tests)
   NN_XP_GPU_EPOCHS     --epochs for the examples (default: 2000; 200 with --quick)
   NN_XP_GPU_BENCH_ARGS arguments for benchmarks/bench.py (default: --gpu)
 
@@ -74,6 +74,8 @@ EPOCHS="${NN_XP_GPU_EPOCHS:-$( ((QUICK)) && echo 200 || echo 2000)}"
 read -r -a TEST_PATHS <<<"${NN_XP_GPU_TESTS:-tests}"
 read -r -a BENCH_ARGS <<<"${NN_XP_GPU_BENCH_ARGS-"--gpu"}"
 
+# the script works from the repository root: make a relative PYTHON path absolute first
+[[ "$PY" == */* && -e "$PY" ]] && PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"
 mkdir -p "$LOGS" 2>/dev/null || die_usage "cannot create the log folder '$LOGS'"
 LOGS="$(cd "$LOGS" && pwd)"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -193,19 +195,20 @@ name = ask(lambda: rt.getDeviceProperties(0)["name"])
 name = name.decode() if isinstance(name, bytes) else name
 print(f"{n} CUDA device(s): {name}")
 print(f"cupy {ask(lambda: cupy.__version__)}")
-print(f"CUDA driver API {cuda_version(ask(rt.driverGetVersion))}")
-print(f"CUDA runtime {cuda_version(ask(rt.runtimeGetVersion))}")
+print(f"CUDA driver API {cuda_version(ask(lambda: rt.driverGetVersion()))}")
+print(f"CUDA runtime {cuda_version(ask(lambda: rt.runtimeGetVersion()))}")
 print(f"python {sys.version.split()[0]}")
 '
-out="$(timeout -k 5 "$(limit 60)" "$PY" -c "$PREFLIGHT" 2>&1)"
+# stdout holds the answers, one a line; whatever CuPy warns on stderr goes to the log only
+out="$(timeout -k 5 "$(limit 60)" "$PY" -c "$PREFLIGHT" 2>"$SCRATCH/preflight.err")"
 rc=$?
-echo "$out" >>"$LOGS/versions.txt"
+{ echo "$out"; cat "$SCRATCH/preflight.err"; } >>"$LOGS/versions.txt"
 if ((rc != 0)); then
   reason="$(grep -m1 -E '^(CuPy is not importable|no CUDA device answered)' <<<"$out")"
-  [[ -n "$reason" ]] || reason="the CuPy probe $( ((rc == 124 || rc == 137)) && echo 'timed out' || echo "failed (exit $rc)"): $(tail -n1 <<<"$out")"
+  [[ -n "$reason" ]] || reason="the CuPy probe $( ((rc == 124 || rc == 137)) && echo 'timed out' || echo "failed (exit $rc)"): $(tail -n1 "$SCRATCH/preflight.err")"
   echo "ci/gpu.sh: $reason" >&2
   record preflight FAIL $((SECONDS - t0)) "$reason"
-  not_run "no CUDA device" install tests examples bench
+  not_run "preflight failed" install tests examples bench
   summary 3
 fi
 GPU_LINE="$(head -n1 <<<"$out" | sed 's/^1 CUDA device(s): //'), $(sed -n 2p <<<"$out"), $(sed -n 3p <<<"$out")"
@@ -330,11 +333,12 @@ assert backend.name == "cupy", f"auto picked {backend.name!r}, not cupy"'
     echo "## examples/$ex.py ${args[*]} (limit ${cap}s)" >>"$log"
     e0=$SECONDS
     # run from the scratch folder, so whatever an example writes by default stays out of the checkout
-    (cd "$SCRATCH" && timeout -k 5 "$cap" "$PY" "$script" "${args[@]}") >>"$log" 2>&1
+    (cd "$SCRATCH" && timeout -k 5 "$cap" "$PY" "$script" "${args[@]}") >"$SCRATCH/$ex.log" 2>&1
     rc=$?
+    cat "$SCRATCH/$ex.log" >>"$log"
     echo "## exit $rc after $((SECONDS - e0))s" >>"$log"
     # the example's last reported loss or error, a figure worth seeing in the summary
-    figure="$(grep -oE '(error|loss|accuracy)[:= ]+[0-9][0-9.eE+-]*' "$log" | tail -n1)"
+    figure="$(grep -oE '(error|loss|accuracy)[:= ]+[0-9][0-9.eE+-]*' "$SCRATCH/$ex.log" | tail -n1)"
     details="$details; $ex $(status_of $rc) $((SECONDS - e0))s${figure:+ ($figure)}"
     ((rc != 0 && ex_rc == 0)) && ex_rc=$rc
   done
