@@ -9,6 +9,7 @@ from .activations import ACTIVATIONS, Activation
 from .backends import (BACKENDS, Backend, BackendUnavailableError, available_backends, resolve_backend,
                        to_numpy)
 from .callbacks import Callback, EarlyStopping, LambdaCallback, StopTraining
+from .io import ModelFileError, load, save
 from .losses import LOSSES, Loss
 from .network import Layer, Network
 from .optimizers import SGD, Adam, AdamW, CosineDecay, ExponentialDecay, Optimizer, StepDecay
@@ -20,6 +21,6 @@ __all__ = [
     "ACTIVATIONS", "BACKENDS", "LOSSES",
     "Activation", "Adam", "AdamW", "Backend", "BackendUnavailableError", "Callback", "CosineDecay",
     "EarlyStopping", "ExponentialDecay", "History", "LambdaCallback", "Layer", "Loss", "Network",
-    "Optimizer", "SGD", "StepDecay", "StopTraining",
-    "available_backends", "resolve_backend", "to_numpy",
+    "ModelFileError", "Optimizer", "SGD", "StepDecay", "StopTraining",
+    "available_backends", "load", "resolve_backend", "save", "to_numpy",
 ]

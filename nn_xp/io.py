@@ -226,16 +226,24 @@ def load(path: _Path, backend: str | None = None, device: Any = None) -> Network
     except ValueError as exc:
         raise _error(path, f"describes a network nn_xp cannot build: {exc}") from None
     net.set_weights(_weights(meta, tensors))
-    info = meta.get("optimizer")
-    cls = OPTIMIZERS.get(info["name"]) if info is not None else None
-    if cls is not None and isinstance(info.get("config"), dict):
-        try:
-            optimizer = cls(**info["config"])
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise _error(path, f"the {info['name']} optimizer's config {_short(info['config'])} is not valid: {exc}") from None
+    optimizer = _saved_optimizer(path, meta)
+    if optimizer is not None:
         optimizer.load_state_dict(_optimizer_state(meta, tensors), net.params)
         net.optimizer = optimizer
     return net
+
+
+def _saved_optimizer(path: _Path, meta: dict) -> Optimizer | None:
+    """A fresh built-in optimizer from the file's config, or None (none saved, or a schedule that JSON cannot hold)."""
+    info = meta.get("optimizer")
+    cls = OPTIMIZERS.get(info["name"]) if info is not None else None
+    if cls is None or not isinstance(info.get("config"), dict):
+        return None
+    try:
+        return cls(**info["config"])
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _error(path, f"the {info['name']} optimizer's config {_short(info['config'])} "
+                           f"is not valid: {exc}") from None
 
 
 def load_checkpoint(path: _Path, net: Network, optimizer: Optimizer | None) -> tuple[int, History]:
@@ -244,7 +252,9 @@ def load_checkpoint(path: _Path, net: Network, optimizer: Optimizer | None) -> t
     The checkpoint must come from a network with the same layer sizes,
     activations, loss and dtype, and an optimizer of the same class; nothing
     is changed unless every check passes. The weights, the optimizer state and
-    the generator of the shuffles (``net.rng``) are restored.
+    the generator of the shuffles (``net.rng``) are restored. With
+    ``optimizer=None`` the checkpoint's own optimizer is rebuilt into
+    ``net.optimizer`` (when it was a built-in one with a JSON config).
     """
     meta, tensors = _read(path)
     ck = meta.get("checkpoint")
@@ -264,6 +274,10 @@ def load_checkpoint(path: _Path, net: Network, optimizer: Optimizer | None) -> t
         raise _error(path, "checkpoint history_epoch must be a list of integers")
     rng = _generator(path, ck.get("rng"))
     state = None
+    if optimizer is None and meta.get("optimizer") is not None:
+        optimizer = _saved_optimizer(path, meta)
+        if optimizer is not None:
+            net.optimizer = optimizer
     if optimizer is not None:
         info, name = meta.get("optimizer"), type(optimizer).__name__.lower()
         if info is None:
@@ -301,13 +315,14 @@ def _is_number(v: Any) -> bool:
 def _generator(path: _Path, state: Any) -> np.random.Generator:
     """A new generator in the saved state, of a bit generator from the fixed list."""
     name = state.get("bit_generator") if isinstance(state, dict) else None
-    if name not in _BIT_GENERATORS:
-        raise _error(path, f"checkpoint rng state names bit generator {_short(name)}; known: {', '.join(_BIT_GENERATORS)}")
+    if not isinstance(name, str) or name not in _BIT_GENERATORS:
+        raise _error(path, f"checkpoint rng state names bit generator {_short(name)}; "
+                           f"known: {', '.join(_BIT_GENERATORS)}")
     rng = np.random.Generator(_BIT_GENERATORS[name]())
     try:
         set_rng_state(rng, state)
-    except (TypeError, ValueError, KeyError, OverflowError) as exc:
-        raise _error(path, f"checkpoint rng state is not a valid {name} state: {exc}") from None
+    except Exception as exc:  # NumPy's own checks of the state's fields, whatever they raise
+        raise _error(path, f"checkpoint rng state is not a valid {name} state: {_short(str(exc))}") from None
     return rng
 
 
@@ -326,6 +341,7 @@ def _optimizer_state(meta: dict, tensors: dict[str, np.ndarray]) -> dict[str, An
 
 def _read(path: _Path) -> tuple[dict, dict[str, np.ndarray]]:
     """The checked metadata and the tensors (writeable host copies) of a model file."""
+    safetensors = _safetensors()
     try:
         with open(os.fspath(path), "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -337,7 +353,7 @@ def _read(path: _Path) -> tuple[dict, dict[str, np.ndarray]]:
     meta = _check_metadata(path, header)
     expected = _check_entries(path, header, data_len, meta)
     try:  # only now, with every size known to fit the file, does safetensors read anything
-        with _safetensors().safe_open(os.fspath(path), framework="numpy") as f:
+        with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
             tensors = {name: np.array(f.get_tensor(name)) for name in expected}
     except Exception as exc:  # safetensors' own errors, or the file changed since its header was read
         raise _error(path, f"safetensors could not read the tensors ({type(exc).__name__}: {exc})") from None
@@ -391,7 +407,7 @@ def _check_metadata(path: _Path, header: dict) -> dict:
     if not _is_int(version) or version < 1:
         raise _error(path, f"has an invalid format_version {_short(version)}")
     if version > FORMAT_VERSION:
-        raise _error(path, f"was written by nn_xp {_short(meta.get('nn_xp_version'))} in format version {version}; "
+        raise _error(path, f"was written by nn_xp {str(meta.get('nn_xp_version'))[:40]} in format version {version}; "
                            f"this nn_xp reads up to version {FORMAT_VERSION}: upgrade nn_xp to load it")
     sizes, acts, loss, dtype = (meta.get(k) for k in ("layer_sizes", "activations", "loss", "dtype"))
     if not (isinstance(sizes, list) and len(sizes) >= 2 and all(_is_int(n) and n >= 1 for n in sizes)):
@@ -401,7 +417,7 @@ def _check_metadata(path: _Path, header: dict) -> dict:
         raise _error(path, f"has invalid activations {_short(acts)} for {len(sizes) - 1} layers")
     if not (isinstance(loss, str) and loss in LOSSES):
         raise _error(path, f"has an unknown loss {_short(loss)}")
-    if dtype not in _CODES:
+    if not isinstance(dtype, str) or dtype not in _CODES:
         raise _error(path, f"has dtype {_short(dtype)}; nn_xp models are float32 or float64")
     info = meta.get("optimizer")
     if info is not None and not (isinstance(info, dict) and isinstance(info.get("name"), str)
@@ -432,9 +448,11 @@ def _check_entries(path: _Path, header: dict, data_len: int, meta: dict) -> dict
             raise _error(path, f"has a malformed header entry for tensor {label}: {_short(e)}")
         shape, (begin, end) = tuple(e["shape"]), e["data_offsets"]
         if e["dtype"] != code:
-            raise _error(path, f"tensor {label} is {_short(e['dtype'])}, the metadata says {meta['dtype']} ({code})")
+            raise _error(path, f"tensor {label} is {_short(e['dtype'])}, "
+                               f"the metadata says {meta['dtype']} ({code})")
         if shape != want:
-            raise _error(path, f"tensor {label} has shape {_short(shape)}; layer_sizes {_short(sizes)} make it {_short(want)}")
+            raise _error(path, f"tensor {label} has shape {_short(shape)}; "
+                               f"layer_sizes {_short(sizes)} make it {_short(want)}")
         if not 0 <= begin <= end <= data_len:
             raise _error(path, f"tensor {label} has data offsets {_short([begin, end])} outside the file's "
                                f"{data_len}-byte data section (truncated?)")

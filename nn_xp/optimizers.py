@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_writeable_array
 
 from ._typing import Array
 from ._validation import check_positive
@@ -60,6 +60,29 @@ class Optimizer:
 
     def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
         raise NotImplementedError
+
+    def _save_state(self, saved: tuple[int, dict] | None) -> tuple[int, dict]:
+        """Copy the step count and state into ``saved``'s device buffers (reused when they fit): an undo point."""
+        buffers = saved[1] if saved is not None else {}
+        if buffers.keys() != self.state.keys():
+            buffers = {n: {s: array_namespace(a).asarray(a, copy=True) for s, a in slots.items()}
+                       for n, slots in self.state.items()}
+        else:
+            for name, slots in self.state.items():
+                for slot, a in slots.items():
+                    if is_writeable_array(buffers[name][slot]):
+                        buffers[name][slot][...] = a
+                    else:
+                        buffers[name][slot] = array_namespace(a).asarray(a, copy=True)
+        return self.iterations, buffers
+
+    def _load_state(self, saved: tuple[int, dict] | None) -> None:
+        """Return to a :meth:`_save_state` undo point."""
+        if saved is None:
+            return
+        self.iterations = saved[0]
+        self.state = {n: {s: array_namespace(a).asarray(a, copy=True) for s, a in slots.items()}
+                      for n, slots in saved[1].items()}
 
     def reset(self) -> None:
         """Forget the state (moments, step count), e.g. after a divergence."""

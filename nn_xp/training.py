@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from array_api_compat import is_writeable_array
 
 from . import backends
-from ._host import permutation
+from ._host import permutation, rng_state, set_rng_state
 from ._progress import Progress
 from ._typing import Array
 from ._validation import check_positive, check_same_samples
@@ -146,11 +146,8 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
     check_same_samples(X, Y)
     X, Y, Xv, Yv = _split(net, X, Y, validation_data, validation_split)
 
-    if optimizer is None and learning_rate is None and net.optimizer is not None:
-        opt = net.optimizer
-    else:
-        opt = get_optimizer(optimizer, learning_rate)
-    net.optimizer = opt
+    explicit = optimizer is not None or learning_rate is not None
+    opt = get_optimizer(optimizer, learning_rate) if explicit else net.optimizer
     cbs = _callbacks(callbacks)
 
     history = History()
@@ -158,7 +155,11 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
     if resume_from is not None:
         from .io import load_checkpoint
 
-        start, history = load_checkpoint(resume_from, net, opt)
+        # without an explicit optimizer, the checkpoint's own one (state included) continues
+        start, history = load_checkpoint(resume_from, net, opt if explicit else None)
+        opt = opt if explicit else net.optimizer
+    opt = opt if opt is not None else get_optimizer(None, None)
+    net.optimizer = opt
     net.history = history
 
     loss_name = net.loss_fn.name
@@ -178,6 +179,10 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
     for cb in cbs:
         cb.on_train_begin(net)
     epoch = start
+    opt_saved = rng_saved = None
+    diverged, saved_at = False, start
+    if checkpoint is not None:
+        from .io import save_checkpoint
     dirty = False  # True while the weights are between the start and the end of an epoch
     with warnings.catch_warnings():
         # fit detects non-finite losses itself (FloatingPointError below); the backend's own
@@ -191,6 +196,8 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
                         s[...] = p
                 else:
                     snaps[epoch % 2] = net._snapshot()
+                opt_saved = opt._save_state(opt_saved)  # the optimizer's undo point, buffers reused
+                rng_saved = rng_state(net.rng) if shuffle and not full_batch else None
                 dirty = True
                 if full_batch:
                     values = net._forward(X)
@@ -221,12 +228,16 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
                 host = [float(metrics[0])] if len(metrics) == 1 else backends.to_numpy(xp.stack(metrics)).tolist()
                 if not all(map(math.isfinite, host)):
                     _diverged(net, snaps, epoch, start, dict(zip(keys, host)), on_nonfinite)
+                    diverged = True
                     break
                 for column, value in zip(columns, host):
                     column.append(value)
                 history.epoch.append(epoch)
                 dirty = False
-                if not cbs and progress.silent and checkpoint is None:
+                if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
+                    save_checkpoint(checkpoint, net, opt, epoch + 1, history)  # before callbacks can stop us
+                    saved_at = epoch + 1
+                if not cbs and progress.silent:
                     continue  # nothing reads the logs: keep the tiny-network epoch lean
                 logs = dict(zip(keys, host))
                 progress.update(epoch, logs)
@@ -236,21 +247,24 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
                 except StopTraining:
                     epoch += 1
                     break
-                if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
-                    from .io import save_checkpoint
-
-                    save_checkpoint(checkpoint, net, opt, epoch + 1, history)
             else:
                 epoch = epochs
                 if not bool(xp.all(xp.stack([xp.all(xp.isfinite(p)) for p in net._params]))):
                     # the last update itself overflowed: its loss was never measured
                     _diverged(net, snaps, epoch, start, {"loss": math.nan}, on_nonfinite, last_update=True)
+                    diverged = True
         except KeyboardInterrupt:
             if dirty:  # leave the network at the last completed epoch, never half-updated
                 net._restore(snaps[epoch % 2])
+                opt._load_state(opt_saved)
+                if rng_saved is not None:
+                    set_rng_state(net.rng, rng_saved)
             raise
         finally:
             progress.close()
+    done = history.epoch[-1] + 1 if history.epoch else start
+    if checkpoint is not None and not diverged and saved_at != done:
+        save_checkpoint(checkpoint, net, opt, done, history)  # stopped early, or epochs % checkpoint_every
     for cb in cbs:
         cb.on_train_end(net)
     return history

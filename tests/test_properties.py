@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from helpers import make_net
 from nn_xp import to_numpy
@@ -46,6 +46,8 @@ def test_gradients_match_finite_differences(backend, problem):
     sizes, acts, loss, X, Y, seed = problem
     net = make_net(backend, sizes, acts, loss=loss, seed=seed)
     values = net.evaluate(backend.asarray(X, dtype=net.dtype))
+    for act, (Z, _) in zip(acts, values[1:]):  # finite differences across relu's kink are meaningless
+        assume(act not in ("relu", "leaky_relu") or np.min(np.abs(to_numpy(Z))) > 1e-3)
     dWs, dbs = net.compute_gradient(values, backend.asarray(Y, dtype=net.dtype))
     got = [to_numpy(g) for pair in zip(dWs, dbs) for g in pair]
     want = numerical_gradient(net, X, Y)

@@ -1,0 +1,52 @@
+"""When fit writes checkpoints, and resuming without naming the optimizer."""
+from __future__ import annotations
+
+import numpy as np
+
+import nn_xp
+from helpers import SINE_X, SINE_Y
+from nn_xp.io import load_checkpoint
+
+
+def _net():
+    return nn_xp.Network([1, 6, 1], "tanh", backend="numpy", dtype="float64", seed=11)
+
+
+def test_a_final_checkpoint_when_epochs_is_not_a_multiple(tmp_path):
+    path = tmp_path / "ck.safetensors"
+    net = _net()
+    net.fit(SINE_X, SINE_Y, epochs=7, checkpoint=path, checkpoint_every=3)
+    epoch, history = load_checkpoint(path, _net(), None)
+    assert epoch == 7 and history.epoch == list(range(7))
+
+
+def test_a_checkpoint_when_a_callback_stops_training(tmp_path):
+    path = tmp_path / "ck.safetensors"
+
+    def stop(epoch, logs):
+        if epoch == 3:  # a checkpoint epoch: it is written before the callbacks run
+            raise nn_xp.StopTraining
+
+    net = _net()
+    net.fit(SINE_X, SINE_Y, epochs=50, checkpoint=path, checkpoint_every=2, callbacks=stop)
+    fresh = _net()
+    epoch, history = load_checkpoint(path, fresh, None)
+    assert epoch == 4 and len(history) == 4
+    for (W, b), (Wf, bf) in zip(net.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(W, Wf)
+        np.testing.assert_array_equal(b, bf)
+
+
+def test_resume_without_naming_the_optimizer_continues_the_saved_one(tmp_path):
+    path = tmp_path / "ck.safetensors"
+    kwargs = dict(batch_size=20)
+    full = _net()
+    full.fit(SINE_X, SINE_Y, epochs=6, optimizer=nn_xp.Adam(0.01), **kwargs)
+    first = _net()
+    first.fit(SINE_X, SINE_Y, epochs=3, optimizer=nn_xp.Adam(0.01), checkpoint=path, **kwargs)
+    resumed = _net()
+    resumed.fit(SINE_X, SINE_Y, epochs=6, resume_from=path, **kwargs)  # no optimizer given: the checkpoint's Adam
+    assert isinstance(resumed.optimizer, nn_xp.Adam) and resumed.optimizer.iterations == 6 * 5
+    for (W, b), (Wf, bf) in zip(resumed.get_weights(), full.get_weights()):
+        np.testing.assert_array_equal(W, Wf)
+        np.testing.assert_array_equal(b, bf)
