@@ -1,0 +1,209 @@
+"""Reading nn_xp model files: the safetensors header is parsed and checked before any tensor is read.
+
+The header (an 8-byte little-endian length N, then N bytes of UTF-8 JSON) is
+bounded, decoded and checked field by field: the ``nn_xp`` metadata, every
+tensor's dtype (F32/F64), shape against the layer sizes, byte count and
+offsets inside the file. Only then does safetensors read the tensors, so a
+damaged or hostile file fails fast, without allocating what it declares.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from typing import Any
+
+import numpy as np
+
+from .activations import ACTIVATIONS
+from .losses import LOSSES
+
+_Path = Any  # str or os.PathLike
+
+FORMAT = "nn_xp"
+FORMAT_VERSION = 1
+_MAX_HEADER = 100_000_000  # bytes; safetensors' own limit
+CODES = {"float32": "F32", "float64": "F64"}
+_ITEMSIZE = {"F32": 4, "F64": 8}
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file that cannot be loaded: missing, damaged, not nn_xp's, or not this network's."""
+
+
+def error(path: _Path, problem: str) -> ModelFileError:
+    return ModelFileError(f"{os.fspath(path)}: {problem}")
+
+
+def _parse_int(digits: str) -> int:
+    """JSON integers from a file: a 128-bit generator state at most, never a megabyte of digits."""
+    if len(digits) > 64:
+        raise ValueError(f"an integer of {len(digits)} digits")
+    return int(digits)
+
+
+def _json(text: str) -> Any:
+    return json.loads(text, parse_int=_parse_int)
+
+
+def short(value: Any) -> str:
+    """A repr of something read from a file, cut short: a hostile header can be 100 MB."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def safetensors_module() -> Any:
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise ImportError("nn_xp model files need safetensors: pip install safetensors") from None
+    return safetensors
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def read(path: _Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The checked metadata and the tensors (writeable host copies) of a model file."""
+    safetensors = safetensors_module()
+    try:
+        with open(os.fspath(path), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            header, data_len = _read_header(path, f, size)
+    except FileNotFoundError:
+        raise error(path, "no such model file") from None
+    except OSError as exc:
+        raise error(path, f"cannot be read ({exc})") from None
+    meta = _check_metadata(path, header)
+    expected = _check_entries(path, header, data_len, meta)
+    try:  # only now, with every size known to fit the file, does safetensors read anything
+        with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
+            tensors = {name: np.array(f.get_tensor(name)) for name in expected}
+    except Exception as exc:  # safetensors' own errors, or the file changed since its header was read
+        raise error(path, f"safetensors could not read the tensors ({type(exc).__name__}: {exc})") from None
+    for name, (dtype, shape) in expected.items():
+        t = tensors[name]
+        if t.dtype != np.dtype(dtype) or t.shape != shape:
+            raise error(path, f"tensor {name} read as {t.dtype}{t.shape}, the header said {dtype}{shape}")
+        if not np.all(np.isfinite(t)):
+            raise error(path, f"tensor {name} holds NaN or infinity")
+    return meta, tensors
+
+
+def _read_header(path: _Path, f: Any, size: int) -> tuple[dict, int]:
+    """The safetensors header as a dict: an 8-byte little-endian length N, then N bytes of UTF-8 JSON."""
+    if size < 8:
+        raise error(path, f"is {size} bytes long, too short for a safetensors file (truncated?)")
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > size - 8:
+        raise error(path, f"is truncated or not a safetensors file: its header claims {n} bytes, "
+                           f"only {size - 8} follow")
+    if n > _MAX_HEADER:
+        raise error(path, f"has a {n}-byte header, over the {_MAX_HEADER}-byte limit")
+    raw = f.read(n)
+    if len(raw) != n:
+        raise error(path, "changed or shrank while being read")
+    try:
+        header = _json(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(path, f"has a header that is not UTF-8 ({exc.reason} at byte {8 + exc.start})") from None
+    except (ValueError, RecursionError) as exc:
+        raise error(path, f"has a header that is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise error(path, f"has a header that is a JSON {type(header).__name__}, not an object")
+    return header, size - 8 - n
+
+
+def _check_metadata(path: _Path, header: dict) -> dict:
+    """The ``nn_xp`` JSON metadata, every field checked for type and range."""
+    raw = header.get("__metadata__")
+    if raw is not None and not (isinstance(raw, dict) and all(isinstance(v, str) for v in raw.values())):
+        raise error(path, "has safetensors metadata that is not a map of strings to strings")
+    if raw is None or FORMAT not in raw:
+        raise error(path, "is not an nn_xp model: its safetensors metadata has no 'nn_xp' entry")
+    try:
+        meta = _json(raw[FORMAT])
+    except (ValueError, RecursionError) as exc:
+        raise error(path, f"has 'nn_xp' metadata that is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise error(path, "is not an nn_xp model: its metadata does not say format 'nn_xp'")
+    version = meta.get("format_version")
+    if not is_int(version) or version < 1:
+        raise error(path, f"has an invalid format_version {short(version)}")
+    if version > FORMAT_VERSION:
+        raise error(path, f"was written by nn_xp {str(meta.get('nn_xp_version'))[:40]} in format version {version}; "
+                           f"this nn_xp reads up to version {FORMAT_VERSION}: upgrade nn_xp to load it")
+    sizes, acts, loss, dtype = (meta.get(k) for k in ("layer_sizes", "activations", "loss", "dtype"))
+    if not (isinstance(sizes, list) and len(sizes) >= 2 and all(is_int(n) and n >= 1 for n in sizes)):
+        raise error(path, f"has invalid layer_sizes {short(sizes)}")
+    if not (isinstance(acts, list) and len(acts) == len(sizes) - 1
+            and all(isinstance(a, str) and a in ACTIVATIONS for a in acts)):
+        raise error(path, f"has invalid activations {short(acts)} for {len(sizes) - 1} layers")
+    if not (isinstance(loss, str) and loss in LOSSES):
+        raise error(path, f"has an unknown loss {short(loss)}")
+    if not isinstance(dtype, str) or dtype not in CODES:
+        raise error(path, f"has dtype {short(dtype)}; nn_xp models are float32 or float64")
+    info = meta.get("optimizer")
+    if info is not None and not (isinstance(info, dict) and isinstance(info.get("name"), str)
+                                 and (info.get("config") is None or isinstance(info["config"], dict))
+                                 and is_int(info.get("iterations")) and info["iterations"] >= 0):
+        raise error(path, f"has invalid optimizer metadata {short(info)}")
+    return meta
+
+
+def _check_entries(path: _Path, header: dict, data_len: int, meta: dict) -> dict[str, tuple[str, tuple]]:
+    """Check every tensor entry against the metadata and the file size; ``{name: (numpy dtype, shape)}``."""
+    sizes, code = meta["layer_sizes"], CODES[meta["dtype"]]
+    shapes = {}
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes[f"W{i}"], shapes[f"b{i}"] = (n_out, n_in), (n_out,)
+    entries, spans = {}, []
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        want, label = shapes.get(name), short(name)
+        if want is None and name.startswith("optimizer/") and meta.get("optimizer") is not None:
+            _, param, slot = (name.split("/", 2) + ["", ""])[:3]  # optimizer/W0/m
+            want = shapes.get(param) if slot else None
+        if want is None:
+            raise error(path, f"holds a tensor {label} that the metadata does not describe")
+        if not (isinstance(e, dict) and isinstance(e.get("dtype"), str) and _int_list(e.get("shape"))
+                and _int_list(e.get("data_offsets")) and len(e["data_offsets"]) == 2):
+            raise error(path, f"has a malformed header entry for tensor {label}: {short(e)}")
+        shape, (begin, end) = tuple(e["shape"]), e["data_offsets"]
+        if e["dtype"] != code:
+            raise error(path, f"tensor {label} is {short(e['dtype'])}, "
+                               f"the metadata says {meta['dtype']} ({code})")
+        if shape != want:
+            raise error(path, f"tensor {label} has shape {short(shape)}; "
+                               f"layer_sizes {short(sizes)} make it {short(want)}")
+        if not 0 <= begin <= end <= data_len:
+            raise error(path, f"tensor {label} has data offsets {short([begin, end])} outside the file's "
+                               f"{data_len}-byte data section (truncated?)")
+        nbytes = math.prod(shape) * _ITEMSIZE[code]
+        if end - begin != nbytes:
+            raise error(path, f"tensor {label} ({code}{short(shape)}) needs {nbytes} bytes, "
+                               f"its data offsets [{begin}, {end}] hold {end - begin}")
+        entries[name] = (meta["dtype"], shape)
+        spans.append((begin, end))
+    missing = [n for n in shapes if n not in entries]
+    if missing:
+        raise error(path, f"lacks the tensors {short(missing)} that layer_sizes {short(sizes)} call for")
+    position = 0
+    for begin, end in sorted(spans):
+        if begin != position:
+            raise error(path, "has tensor data that overlap or leave gaps")
+        position = end
+    if position != data_len:
+        raise error(path, f"has {data_len - position} bytes after its last tensor")
+    return entries
+
+
+def _int_list(v: Any) -> bool:
+    return isinstance(v, list) and all(is_int(x) and x >= 0 for x in v)
