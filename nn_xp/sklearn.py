@@ -11,7 +11,6 @@ NumPy appears here because the host is the point: scikit-learn's data and result
 """
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from numbers import Integral, Real
@@ -57,19 +56,38 @@ class _InvScaling(Callback):
         self.optimizer.learning_rate = self.initial / (self.t + 1) ** self.power_t
 
 
-class _AdaptiveStopping(EarlyStopping):
-    """scikit-learn's ``learning_rate='adaptive'``: where training would stop, divide the rate by 5
-    instead, and stop only once it is at most 1e-6."""
+class _ScikitStopping(EarlyStopping):
+    """scikit-learn's stopping rule on an :class:`nn_xp.EarlyStopping`.
+
+    An epoch counts as no improvement unless it beats the best value so far by
+    ``min_delta`` (tol); the best value (and, with ``restore_best_weights``, its
+    weights) follows every gain, however small. So a loss still falling, but by
+    less than tol an epoch, stops training as in scikit-learn (Keras' rule would
+    keep going). With ``adaptive`` (``learning_rate='adaptive'``) the learning rate
+    is divided by 5 where training would stop, until it is at most 1e-6.
+    """
+
+    def __init__(self, monitor: str, patience: int, min_delta: float, restore_best_weights: bool,
+                 adaptive: bool = False) -> None:
+        super().__init__(monitor, patience, min_delta, restore_best_weights)
+        self.adaptive = adaptive
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        try:
-            super().on_epoch_end(epoch, logs)
-        except StopTraining:
-            opt = self.net.optimizer
-            if opt.learning_rate <= 1e-6:
-                raise
+        value = logs[self.monitor]
+        self.wait = 0 if self._improved(value) else self.wait + 1
+        if (value > self.best) if self.maximize else (value < self.best):
+            self.best, self.best_epoch = value, epoch
+            if self.restore_best_weights:
+                self.best_weights = self.net._snapshot()
+        if self.wait < self.patience:
+            return
+        opt = self.net.optimizer
+        if self.adaptive and opt.learning_rate > 1e-6:
             opt.learning_rate /= 5.0
-            self.wait, self.stopped_epoch = 0, None
+            self.wait = 0
+            return
+        self.stopped_epoch = epoch
+        raise StopTraining(f"{self.monitor} did not improve by more than {self.min_delta} for {self.patience} epochs")
 
 
 class _BaseMLP(BaseEstimator):
@@ -129,7 +147,8 @@ class _BaseMLP(BaseEstimator):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < math.inf:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-        if self.early_stopping and not (isinstance(self.validation_fraction, Real) and 0 < self.validation_fraction < 1):
+        fraction = self.validation_fraction
+        if self.early_stopping and not (isinstance(fraction, Real) and 0 < fraction < 1):
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
         return hidden
 
@@ -167,12 +186,12 @@ class _BaseMLP(BaseEstimator):
         if self.solver == "sgd" and self.learning_rate == "invscaling":
             callbacks.append(_InvScaling(self.learning_rate_init, self.power_t, self.t_, n))
         stop = None
-        if not incremental and self.n_iter_no_change != math.inf:
+        if not incremental:
             monitor, min_delta = ("loss", self.tol) if validation is None else self._val_monitor(validation[1])
-            adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
-            stop = (_AdaptiveStopping if adaptive else EarlyStopping)(
-                monitor=monitor, patience=int(self.n_iter_no_change) + 1, min_delta=min_delta,
-                restore_best_weights=validation is not None)
+            # scikit-learn stops once n_iter_no_change epochs in a row failed to improve, on the next one
+            patience = self.max_iter + 1 if self.n_iter_no_change == math.inf else int(self.n_iter_no_change) + 1
+            stop = _ScikitStopping(monitor, patience, min_delta, restore_best_weights=validation is not None,
+                                   adaptive=self.solver == "sgd" and self.learning_rate == "adaptive")
             callbacks.append(stop)
         keep = incremental and net.optimizer is not None  # partial_fit continues the optimizer's state
         history = net.fit(X, Y, epochs=1 if incremental else self.max_iter,
@@ -187,13 +206,12 @@ class _BaseMLP(BaseEstimator):
         if validation is not None:
             scores = self._val_scores(history, validation[1])
             self.validation_scores_ = list(self.validation_scores_ or []) + scores
-            best = stop.best_epoch if stop is not None and stop.best_epoch is not None else int(np.argmax(scores))
-            self.best_validation_score_ = scores[best]
+            self.best_validation_score_ = max(scores)
             self.best_loss_ = None
         else:
             self.validation_scores_ = self.best_validation_score_ = None
             self.best_loss_ = min(self.loss_curve_)
-        if not incremental and self.n_iter_ == self.max_iter and (stop is None or stop.stopped_epoch is None):
+        if not incremental and self.n_iter_ == self.max_iter and stop.stopped_epoch is None:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning)
         return self
@@ -256,11 +274,8 @@ class _BaseMLP(BaseEstimator):
         state = dict(super().__getstate__())  # a copy: the default state is the instance __dict__ itself
         net = state.pop("network_", None)
         if net is not None:
-            saved_opt = None
-            if net.optimizer is not None:
-                shell = copy.copy(net.optimizer)
-                shell.state = {}  # the moments travel as host copies, in state_dict()
-                saved_opt = (shell, net.optimizer.state_dict())
+            opt = net.optimizer  # rebuilt from its class and constructor arguments; moments as host copies
+            saved_opt = None if opt is None else (type(opt), opt.config(), opt.state_dict())
             state["_saved_network"] = {
                 "layer_sizes": net.layer_sizes, "activations": net.activations, "loss": net.loss_fn.name,
                 "backend": net.backend.name, "device": _device_spec(net.device), "dtype": net.dtype_name,
@@ -292,10 +307,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         defaults; ``solver`` is ``"adam"`` or ``"sgd"`` (no ``"lbfgs"``). ``alpha``
         becomes the optimizer's L2 ``weight_decay = alpha / batch_size`` (the
         gradient scikit-learn adds), and ``loss_curve_`` holds the data loss
-        without the penalty. Stopping follows :class:`nn_xp.EarlyStopping`
-        (``patience = n_iter_no_change + 1``, ``min_delta = tol``) on the training
-        loss, or with ``early_stopping`` on the validation accuracy (the best
-        epoch's weights are kept).
+        without the penalty. Training stops by scikit-learn's rule, on the
+        training loss or, with ``early_stopping``, on the validation accuracy
+        (the best epoch's weights are then kept).
     backend, device : optional
         Where to train: see :func:`nn_xp.resolve_backend` (default ``NN_XP_BACKEND``,
         else CuPy when a CUDA GPU answers, else NumPy).
@@ -316,7 +330,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     >>> from sklearn.datasets import load_iris
     >>> from nn_xp.sklearn import MLPClassifier
     >>> X, y = load_iris(return_X_y=True)
-    >>> clf = MLPClassifier((16,), learning_rate_init=0.01, max_iter=300, random_state=0, backend="numpy")
+    >>> clf = MLPClassifier((16,), learning_rate_init=0.01, max_iter=1000, random_state=0, backend="numpy")
     >>> clf.fit(X, y).score(X, y) > 0.9
     True
     """
@@ -394,7 +408,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor (squared error, identity output) with scikit-learn's interface.
 
     Parameters and attributes are those of :class:`MLPClassifier` (less
-    ``classes_``); with ``early_stopping`` the validation score is R² (the
+    ``classes_``), with scikit-learn's ``loss`` first; only ``"squared_error"``
+    is available. With ``early_stopping`` the validation score is R² (the
     variance-weighted one for several outputs), monitored through the validation
     loss with ``min_delta`` scaled so that ``tol`` applies to R².
 
@@ -403,15 +418,33 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     >>> import numpy as np
     >>> from nn_xp.sklearn import MLPRegressor
     >>> X = np.linspace(-3, 3, 200).reshape(-1, 1)
-    >>> reg = MLPRegressor((32,), activation="tanh", learning_rate_init=0.01, max_iter=500, random_state=0,
-    ...                    backend="numpy").fit(X, np.sin(X).ravel())
+    >>> reg = MLPRegressor(hidden_layer_sizes=(32,), activation="tanh", batch_size=32, learning_rate_init=0.01,
+    ...                    random_state=0, backend="numpy").fit(X, np.sin(X).ravel())
     >>> reg.score(X, np.sin(X).ravel()) > 0.95
     True
     """
 
     _y_options: dict = {"y_numeric": True}
 
+    # scikit-learn's signature, ``loss`` first
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, backend=None, device=None,
+                 dtype=None):
+        super().__init__(
+            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose, warm_start=warm_start,
+            momentum=momentum, nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change, backend=backend, device=device, dtype=dtype)
+        self.loss = loss
+
     def _encode(self, y: np.ndarray, reset: bool, classes: Any) -> tuple[np.ndarray, None]:
+        if self.loss != "squared_error":
+            raise ValueError(f"loss must be 'squared_error', got {self.loss!r} ('poisson' is not available in nn_xp)")
         return y, None
 
     def _output(self) -> tuple[str, str, str]:
@@ -471,7 +504,7 @@ def _rebuild(saved: dict) -> Network:
     net.set_weights(saved["weights"])
     net.rng = saved["rng"]  # the shuffles continue where they were
     if saved["optimizer"] is not None:
-        optimizer, state = saved["optimizer"]
-        optimizer.load_state_dict(state, net.params)
-        net.optimizer = optimizer
+        cls, config, state = saved["optimizer"]
+        net.optimizer = cls(**config)
+        net.optimizer.load_state_dict(state, net.params)
     return net
