@@ -7,6 +7,7 @@ already live in the model's namespace, device and dtype (``check_model_array``).
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 from typing import Any
 
 from array_api_compat import array_namespace, device as array_device, is_array_api_obj
@@ -19,8 +20,7 @@ __all__ = ["as_model_array", "check_model_array", "check_positive", "check_same_
 
 
 def _describe(x: Any) -> str:
-    shape = getattr(x, "shape", None)
-    return f"{type(x).__module__.split('.')[0]}.{type(x).__name__} of shape {shape} and dtype {getattr(x, 'dtype', None)}"
+    return f"{type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))} and dtype {getattr(x, 'dtype', None)}"
 
 
 def _check_kind(x: Array, name: str, xp: Any) -> None:
@@ -44,12 +44,15 @@ def _check_shape(x: Array, name: str, n_cols: int | None, allow_1d: bool, xp: An
     return x
 
 
-def as_model_array(x: Any, name: str, backend: backends.Backend, dtype: Any, n_cols: int | None,
+def as_model_array(x: Any, name: str, backend: backends.Backend, dtype: str | None, n_cols: int | None,
                    *, allow_1d: bool = False, check_finite: bool = True) -> tuple[Array, bool]:
     """Move user data to the model's namespace, device and dtype (once, at fit/predict entry).
 
-    Returns the array and whether the input came from the host (NumPy, lists),
-    so results can be handed back in the same kind.
+    Host data (NumPy, lists) are cast on the host, then copied to the device
+    once; an array of another library goes through the host explicitly here.
+    ``dtype`` is ``"float32"``/``"float64"``, or None to keep the data's own.
+    Returns the array and whether the input came from the host, so results
+    can be handed back in the same kind.
     """
     xp = backend.xp
     if is_array_api_obj(x) and array_namespace(x) is xp:
@@ -57,15 +60,17 @@ def as_model_array(x: Any, name: str, backend: backends.Backend, dtype: Any, n_c
         if array_device(x) != backend.device:
             x = xp.asarray(x, device=backend.device, copy=True)  # the model's device, explicitly
     else:
-        host = not is_array_api_obj(x) or type(x).__module__.split(".")[0] == "numpy"
+        host = backends.is_host_array(x)
         arr = to_host_array(x if host else backends.to_numpy(x), name)
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        if dtype is not None:
+            arr = arr.astype(dtype, copy=False)  # cast before the transfer: fewer bytes, no device temporary
         x = backend.asarray(arr)
     _check_kind(x, name, xp)
     x = _check_shape(x, name, n_cols, allow_1d, xp)
-    if x.dtype != dtype:
-        x = xp.astype(x, dtype)
+    if dtype is not None and x.dtype != backend.dtype(dtype):
+        x = xp.astype(x, backend.dtype(dtype))
     if check_finite and not bool(xp.all(xp.isfinite(x))):
         raise ValueError(f"{name} contains NaN or infinity; clean or impute the data first")
     return x, host
@@ -96,9 +101,8 @@ def check_same_samples(x: Array, y: Array, xname: str = "X", yname: str = "Y") -
 def check_positive(value: Any, name: str, *, integer: bool = False, allow_zero: bool = False) -> None:
     """A positive (or non-negative) finite number, or integer, else ValueError/TypeError naming it."""
     kind = "integer" if integer else "number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        if not (integer and hasattr(value, "__index__")) and not (not integer and hasattr(value, "__float__")):
-            raise TypeError(f"{name} must be a {kind}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, Integral if integer else Real):
+        raise TypeError(f"{name} must be {'an' if integer else 'a'} {kind}, got {value!r}")
     v = float(value)
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}")

@@ -8,13 +8,14 @@ backend that is not usable is an error, never a silent fallback.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, device as array_device, to_device
+from array_api_compat import array_namespace, device as array_device, is_array_api_obj, to_device
 
 from ._typing import Array
 
@@ -25,6 +26,7 @@ __all__ = [
     "available_backends",
     "backend_of",
     "format_backends",
+    "is_host_array",
     "resolve_backend",
     "to_numpy",
 ]
@@ -59,6 +61,10 @@ class Backend:
     def asarray(self, host: Any, dtype: Any = None) -> Array:
         """Copy host data (NumPy, lists, scalars) onto this backend's device."""
         return self.xp.asarray(host, dtype=dtype, device=self.device)
+
+    def context(self) -> Any:
+        """Enter around work on this backend: CuPy allocates and launches on the *current* GPU, so make it ours."""
+        return self.device if self.name == "cupy" else contextlib.nullcontext()
 
     def dtype(self, name: str) -> Any:
         """The namespace's dtype object for ``"float32"`` or ``"float64"``."""
@@ -174,18 +180,19 @@ def _native_device(name: str, module: Any, device: Any) -> Any:
                          f"valid: {[str(d) for d in info.devices()]}")
     if name == "torch":
         if device is None:
-            return module.device("cuda" if module.cuda.is_available() else "cpu")
+            device = "cuda" if module.cuda.is_available() else "cpu"
         if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
             device = f"cuda:{int(device)}"
         dev = module.device(device)
         if dev.type == "cuda":
             count = module.cuda.device_count() if module.cuda.is_available() else 0
-            index = dev.index or 0
+            index = module.cuda.current_device() if dev.index is None and count else (dev.index or 0)
             if index >= count:
                 raise BackendUnavailableError(
                     f"backend 'torch' was asked for device {device!r}, but torch sees {count} CUDA "
                     "device(s); fix: pick another device or unset NN_XP_DEVICE")
-        return dev
+            return module.device("cuda", index)  # canonical: tensors report cuda:N, never bare cuda
+        return module.device(dev.type)  # tensors report 'cpu', never 'cpu:0'
     # cupy
     if device is None:
         index = 0
@@ -216,7 +223,8 @@ def resolve_backend(backend: str | None = None, device: Any = None) -> Backend:
     device : optional
         A device for the backend (``"cpu"``, a GPU index, ``"cuda:1"``,
         ``"device1"`` for array_api_strict, or a native device object). When
-        None, ``NN_XP_DEVICE`` is read; when unset, the backend's default.
+        None and the backend came from ``NN_XP_BACKEND`` or auto, ``NN_XP_DEVICE``
+        is read; otherwise (and when it is unset) the backend's default.
 
     Raises
     ------
@@ -237,7 +245,8 @@ def resolve_backend(backend: str | None = None, device: Any = None) -> Backend:
     if not isinstance(backend, str) or backend.lower() not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (from {source}); valid names: {', '.join(BACKENDS)}")
     name = backend.lower()
-    if device is None:
+    if device is None and source != "backend argument":
+        # NN_XP_DEVICE goes with NN_XP_BACKEND / auto: an explicit backend uses its own default device
         device = os.environ.get("NN_XP_DEVICE") or None
     if name == "auto":
         name = _auto_choice()
@@ -263,6 +272,11 @@ def backend_of(x: Array) -> Backend:
     module = xp.__name__.split(".")[-1]
     name = module if module in BACKENDS else xp.__name__
     return Backend(name=name, xp=xp, device=array_device(x))
+
+
+def is_host_array(x: Any) -> bool:
+    """NumPy arrays, NumPy scalars and plain Python data (lists, numbers): data that lives on the host."""
+    return isinstance(x, (np.ndarray, np.generic)) or not is_array_api_obj(x)
 
 
 def to_numpy(x: Array) -> np.ndarray:

@@ -235,10 +235,9 @@ def load_checkpoint(path: _Path, net: Network, optimizer: Optimizer | None) -> t
         raise error(path, "checkpoint history_epoch must be a list of integers")
     rng = _generator(path, ck.get("rng"))
     state = None
-    if optimizer is None and meta.get("optimizer") is not None:
-        optimizer = _saved_optimizer(path, meta)
-        if optimizer is not None:
-            net.optimizer = optimizer
+    rebuilt = optimizer is None and meta.get("optimizer") is not None
+    if rebuilt:
+        optimizer = _saved_optimizer(path, meta)  # assigned to net only once every check has passed
     if optimizer is not None:
         info, name = meta.get("optimizer"), type(optimizer).__name__.lower()
         if info is None:
@@ -253,6 +252,8 @@ def load_checkpoint(path: _Path, net: Network, optimizer: Optimizer | None) -> t
     net.set_weights(_weights(meta, tensors))
     if state is not None:
         optimizer.load_state_dict(state, net.params)
+        if rebuilt:
+            net.optimizer = optimizer
     if type(net.rng.bit_generator) is type(rng.bit_generator):
         set_rng_state(net.rng, rng_state(rng))  # keep the caller's generator object
     else:

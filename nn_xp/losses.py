@@ -30,15 +30,20 @@ class Loss:
     value : callable ``(z, a, y, xp) -> loss``
     fused_with : str or None
         The output activation this loss requires and is fused with.
-    classification : bool
-        Whether accuracy is a meaningful metric.
+    correct : callable ``(a, y, xp) -> count``, or None
+        How many samples the outputs ``a`` classify right (a device scalar);
+        None where accuracy means nothing (regression).
     """
 
     name: str
     value_and_delta: Callable[[Array, Array, Array, Namespace], tuple[Array, Array]]
     value: Callable[[Array, Array, Array, Namespace], Array]
     fused_with: str | None
-    classification: bool
+    correct: Callable[[Array, Array, Namespace], Array] | None = None
+
+    @property
+    def classification(self) -> bool:
+        return self.correct is not None
 
 
 def _mse_value_and_delta(z: Array, a: Array, y: Array, xp: Namespace) -> tuple[Array, Array]:
@@ -75,12 +80,21 @@ def _ce_value_and_delta(z: Array, a: Array, y: Array, xp: Namespace) -> tuple[Ar
     return _ce_value(z, a, y, xp), (a - y) / y.shape[0]
 
 
+def _argmax_correct(a: Array, y: Array, xp: Namespace) -> Array:
+    return xp.sum(xp.astype(xp.argmax(a, axis=1) == xp.argmax(y, axis=1), a.dtype))
+
+
+def _threshold_correct(a: Array, y: Array, xp: Namespace) -> Array:
+    # each output is its own yes/no question; a sample counts by the share it gets right
+    return xp.sum(xp.astype((a > 0.5) == (y > 0.5), a.dtype)) / y.shape[1]
+
+
 LOSSES: dict[str, Loss] = {
     loss.name: loss
     for loss in (
-        Loss("mse", _mse_value_and_delta, _mse_value, None, False),
-        Loss("binary_cross_entropy", _bce_value_and_delta, _bce_value, "sigmoid", True),
-        Loss("cross_entropy", _ce_value_and_delta, _ce_value, "softmax", True),
+        Loss("mse", _mse_value_and_delta, _mse_value, None),
+        Loss("binary_cross_entropy", _bce_value_and_delta, _bce_value, "sigmoid", _threshold_correct),
+        Loss("cross_entropy", _ce_value_and_delta, _ce_value, "softmax", _argmax_correct),
     )
 }
 

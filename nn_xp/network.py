@@ -1,11 +1,13 @@
 """The feed-forward network of the blog post, written once over the array API."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, Sequence
+from numbers import Integral
+from typing import Any, Callable, Sequence
 
 from . import backends
-from ._host import host_weight, initial_weights, make_rng
+from ._host import host_weight, initial_weights, make_rng, to_host_array
 from ._typing import Array
 from ._validation import as_model_array, check_model_array, check_same_samples
 from .activations import Activation, get_activation
@@ -14,6 +16,17 @@ from .losses import Loss, get_loss
 __all__ = ["Layer", "Network"]
 
 _DEFAULT_OUTPUT = {"mse": "identity", "binary_cross_entropy": "sigmoid", "cross_entropy": "softmax"}
+
+
+def on_device(method: Callable) -> Callable:
+    """Run a Network method inside its backend's device context (CuPy works on the current GPU)."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Network", *args: Any, **kwargs: Any) -> Any:
+        with self.backend.context():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -59,9 +72,10 @@ class Network:
                  loss: str = "mse", backend: str | None = None, device: Any = None,
                  dtype: str = "float32", seed: Any = 0) -> None:
         sizes = list(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else []
-        if len(sizes) < 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        if len(sizes) < 2 or any(isinstance(n, bool) or not isinstance(n, Integral) or n < 1 for n in sizes):
             raise ValueError(f"layer_sizes must list at least two positive integers (input and output units), "
                              f"got {layer_sizes!r}")
+        sizes = [int(n) for n in sizes]  # NumPy integers too, as scikit-learn grids produce
         self.loss_fn: Loss = get_loss(loss)
         acts = self._activation_names(activations, len(sizes) - 1)
         self.layers = tuple(Layer(n_in, n_out, get_activation(a))
@@ -72,7 +86,7 @@ class Network:
         self.dtype_name = dtype
         self.rng = make_rng(seed)
         self._params: list[Array] = []
-        self._ones_cache: dict[int, Array] = {}  # m -> ones(m) on the device, see _ones
+        self._ones_vector: Array | None = None  # see _ones
         self.optimizer = None
         self.history = None
         self.set_weights(initial_weights(self.rng, sizes, acts))
@@ -139,6 +153,7 @@ class Network:
         p = [backends.to_numpy(a).copy() for a in self._params]
         return list(zip(p[0::2], p[1::2]))
 
+    @on_device
     def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
         """Replace every layer's ``(W, b)`` from host (or any) arrays; all are checked before any is replaced."""
         weights = list(weights)
@@ -155,14 +170,14 @@ class Network:
                 # always a copy: training updates in place and must never write into the caller's arrays
                 new.append(self.backend.xp.asarray(host, dtype=self.dtype, device=self.device, copy=True))
         self._params = new
-        self._ones_cache = {}
+        self._ones_vector = None
 
     def _ones(self, m: int) -> Array:
         """A cached ``(m,)`` vector of ones on the device: ``db = ones @ dZ`` beats ``xp.sum`` on small layers."""
-        ones = self._ones_cache.get(m)
-        if ones is None:  # emptied by set_weights, so it follows the parameters' device and dtype
-            ones = self._ones_cache[m] = self.xp.ones(m, dtype=self.dtype, device=self.device)
-        return ones
+        ones = self._ones_vector  # dropped by set_weights, so it follows the parameters' device and dtype
+        if ones is None or ones.shape[0] < m:
+            ones = self._ones_vector = self.xp.ones(m, dtype=self.dtype, device=self.device)
+        return ones if ones.shape[0] == m else ones[:m]  # one vector, the largest batch seen
 
     def _snapshot(self) -> list[Array]:
         """Device copies of the parameters (no host round trip)."""
@@ -172,6 +187,7 @@ class Network:
         self._params = [self.xp.asarray(p, copy=True) for p in snapshot]
 
     # -------------------------------------------------------------- the math
+    @on_device
     def evaluate(self, X: Array) -> list[tuple[Array | None, Array]]:
         """Forward pass keeping every layer's ``(Z, A)``; ``values[0]`` is ``(None, X)``.
 
@@ -191,6 +207,7 @@ class Network:
             values.append((Z, A))
         return values
 
+    @on_device
     def compute_gradient(self, values: list[tuple[Array | None, Array]], Y: Array) -> tuple[list[Array], list[Array]]:
         """Back-propagation: ``(dWs, dbs)`` per layer, ``dW`` shaped like ``W`` and ``db`` like ``b``."""
         if len(values) != len(self.layers) + 1:
@@ -220,23 +237,32 @@ class Network:
 
     # ------------------------------------------------------------ user-facing
     def _input(self, X: Any, name: str = "X") -> tuple[Array, bool]:
-        return as_model_array(X, name, self.backend, self.dtype, self.layers[0].n_in,
+        return as_model_array(X, name, self.backend, self.dtype_name, self.layers[0].n_in,
                               allow_1d=self.layers[0].n_in == 1)
 
     def _target(self, Y: Any, name: str = "Y") -> Array:
         """Targets on the device; class ids ``(n,)`` become one-hot for cross_entropy."""
         n_out = self.layers[-1].n_out
-        if self.loss_fn.name == "cross_entropy":
-            host_ids = getattr(Y, "ndim", None) == 1 or (not hasattr(Y, "ndim") and _is_flat(Y))
-            if host_ids:
-                ids, _ = as_model_array(Y, name, self.backend, self.xp.int64, None, allow_1d=True)
-                if bool(self.xp.any(ids < 0)) or bool(self.xp.any(ids >= n_out)):
-                    raise ValueError(f"{name} holds class ids outside 0..{n_out - 1} (the output layer has {n_out} units)")
-                classes = self.xp.reshape(self.xp.arange(n_out, device=self.device), (1, n_out))
-                return self.xp.astype(ids == classes, self.dtype)  # (m, n_out) one-hot
-        Y, _ = as_model_array(Y, name, self.backend, self.dtype, n_out, allow_1d=n_out == 1)
+        if backends.is_host_array(Y):
+            Y = to_host_array(Y, name)  # a list of rows is 2-D, a list of labels 1-D
+        if self.loss_fn.name == "cross_entropy" and Y.ndim == 1:
+            return self._one_hot(Y, name, n_out)
+        Y, _ = as_model_array(Y, name, self.backend, self.dtype_name, n_out, allow_1d=n_out == 1)
         return Y
 
+    def _one_hot(self, ids: Any, name: str, n_out: int) -> Array:
+        xp = self.xp
+        ids, _ = as_model_array(ids, name, self.backend, None, None, allow_1d=True)  # (m, 1), NaN rejected
+        bad = (ids < 0) | (ids >= n_out)
+        if xp.isdtype(ids.dtype, "real floating"):
+            bad = bad | (ids != xp.floor(ids))
+        if bool(xp.any(bad)):
+            raise ValueError(f"{name} must hold whole class ids in 0..{n_out - 1} (the output layer has "
+                             f"{n_out} units), or one-hot rows")
+        classes = xp.reshape(xp.arange(n_out, device=self.device), (1, n_out))
+        return xp.astype(xp.astype(ids, xp.int64) == classes, self.dtype)  # (m, n_out)
+
+    @on_device
     def predict(self, X: Any) -> Any:
         """The output layer's activations for ``X`` (probabilities for sigmoid/softmax outputs).
 
@@ -247,6 +273,7 @@ class Network:
         out = self._forward(X)[-1][1]
         return backends.to_numpy(out) if host else out
 
+    @on_device
     def predict_classes(self, X: Any) -> Any:
         """Class labels: argmax of a softmax output, ``p > 0.5`` for a sigmoid one."""
         X, host = self._input(X)
@@ -259,6 +286,7 @@ class Network:
             labels = xp.argmax(a, axis=1)
         return backends.to_numpy(labels) if host else labels
 
+    @on_device
     def loss(self, X: Any, Y: Any) -> float:
         """The loss of the current weights on ``(X, Y)`` as a Python float."""
         X, _ = self._input(X)
@@ -267,14 +295,22 @@ class Network:
         z, a = self._forward(X)[-1]
         return float(self.loss_fn.value(z, a, Y, self.xp))
 
+    @on_device
     def score(self, X: Any, Y: Any) -> float:
         """Accuracy for classification losses; the coefficient of determination R² for mse."""
         X, _ = self._input(X)
         Y = self._target(Y)
         check_same_samples(X, Y)
         a = self._forward(X)[-1][1]
-        return float(_score(self.loss_fn, a, Y, self.xp))
+        xp = self.xp
+        if self.loss_fn.correct is not None:
+            return float(self.loss_fn.correct(a, Y, xp)) / a.shape[0]
+        resid, total = backends.to_numpy(xp.stack([xp.sum((Y - a) ** 2), xp.sum((Y - xp.mean(Y, axis=0)) ** 2)]))
+        if total == 0:  # constant targets: scikit-learn's convention, never a division by zero
+            return 1.0 if resid == 0 else 0.0
+        return float(1.0 - resid / total)
 
+    @on_device
     def fit(self, X: Any, Y: Any, epochs: int = 1000, learning_rate: float | None = None, **kwargs: Any):
         """Train by gradient descent; see :func:`nn_xp.training.fit` for every option.
 
@@ -290,26 +326,14 @@ class Network:
         target = backends.resolve_backend(backend, device)
         weights = self.get_weights()
         state = self.optimizer.state_dict() if self.optimizer is not None else None
-        self.backend = target
-        self.dtype = target.dtype(self.dtype_name)
-        self.set_weights(weights)
-        if state is not None:
-            self.optimizer.load_state_dict(state, self.params)
+        before = self.backend, self.dtype, self._params, self._ones_vector
+        try:
+            self.backend, self.dtype = target, target.dtype(self.dtype_name)
+            self.set_weights(weights)
+            if state is not None:
+                with target.context():
+                    self.optimizer.load_state_dict(state, self.params)
+        except BaseException:
+            self.backend, self.dtype, self._params, self._ones_vector = before  # all or nothing
+            raise
         return self
-
-
-def _score(loss: Loss, a: Array, y: Array, xp: Any) -> Array:
-    if loss.name == "cross_entropy":
-        return xp.mean(xp.astype(xp.argmax(a, axis=1) == xp.argmax(y, axis=1), a.dtype))
-    if loss.name == "binary_cross_entropy":
-        return xp.mean(xp.astype((a > 0.5) == (y > 0.5), a.dtype))
-    resid = xp.sum((y - a) ** 2)
-    total = xp.sum((y - xp.mean(y, axis=0)) ** 2)
-    return 1.0 - resid / total
-
-
-def _is_flat(y: Any) -> bool:
-    try:
-        return all(not isinstance(v, (list, tuple)) for v in y)
-    except TypeError:
-        return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-from array_api_compat import array_namespace, is_writeable_array
+from array_api_compat import array_namespace, device as array_device, is_writeable_array
 
 from ._typing import Array
 from ._validation import check_positive
@@ -34,11 +34,15 @@ class Optimizer:
     slots: tuple[str, ...] = ()
 
     def __init__(self, learning_rate: float | Schedule) -> None:
+        self.set_learning_rate(learning_rate)
+        self.iterations = 0
+        self.state: dict[str, dict[str, Array]] = {}
+
+    def set_learning_rate(self, learning_rate: float | Schedule) -> None:
+        """A new rate (or schedule) from the next step on; the state is kept."""
         if not callable(learning_rate):
             check_positive(learning_rate, "learning_rate")
         self.learning_rate = learning_rate if callable(learning_rate) else float(learning_rate)
-        self.iterations = 0
-        self.state: dict[str, dict[str, Array]] = {}
 
     def current_learning_rate(self) -> float:
         lr = self.learning_rate
@@ -113,7 +117,7 @@ class Optimizer:
                 if tuple(host.shape) != tuple(p.shape):
                     raise ValueError(f"optimizer state {name}.{s} has shape {tuple(host.shape)}, "
                                      f"parameter {name} has {tuple(p.shape)}")
-                new[name][s] = xp.asarray(host, dtype=p.dtype, device=p.device)
+                new[name][s] = xp.asarray(host, dtype=p.dtype, device=array_device(p))
         self.state = new
         self.iterations = int(state["iterations"])
 

@@ -80,14 +80,6 @@ def _callbacks(callbacks: Any) -> list[Callback]:
     return [c if isinstance(c, Callback) else LambdaCallback(c) for c in callbacks]
 
 
-def _correct(loss_name: str, a: Array, y: Array, xp: Any) -> Array:
-    """Number of correct predictions in a batch (a device scalar), for classification losses."""
-    if loss_name == "cross_entropy":
-        return xp.sum(xp.astype(xp.argmax(a, axis=1) == xp.argmax(y, axis=1), a.dtype))
-    hits = xp.astype((a > 0.5) == (y > 0.5), a.dtype)
-    return xp.sum(hits) / y.shape[1]
-
-
 def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | Schedule | None = None,
         optimizer: str | Optimizer | None = None, batch_size: int | None = None, shuffle: bool = True,
         validation_data: Any = None, validation_split: float = 0.0,
@@ -106,9 +98,12 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
         Total number of epochs (with ``resume_from``, counting those already done).
     learning_rate : float or callable, optional
         For an optimizer given by name (default 0.1 for SGD, 0.001 for Adam).
+        Without ``optimizer``, it sets the rate of the network's optimizer from
+        a previous ``fit`` (state kept), or of a new plain SGD.
     optimizer : {"sgd", "adam", "adamw"} or Optimizer, optional
-        Default: the network's optimizer from a previous ``fit`` (state kept),
-        else plain SGD, the blog's ``W -= lr * dW``.
+        Default: the network's optimizer from a previous ``fit`` or from the
+        checkpoint in ``resume_from`` (state kept), else plain SGD, the blog's
+        ``W -= lr * dW``.
     batch_size : int, optional
         None: full batch (the blog's). An integer: mini-batches, reshuffled every
         epoch (when ``shuffle``), the last partial batch included.
@@ -122,8 +117,10 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
     checkpoint, checkpoint_every, resume_from
         Write a checkpoint file every ``checkpoint_every`` epochs; continue from one.
     on_nonfinite : {"raise", "warn"}
-        When the loss becomes NaN or infinite, the weights are restored to the
-        last ones with a finite loss and a ``FloatingPointError`` is raised (or a
+        When the loss becomes NaN or infinite, the network (weights, optimizer
+        state, shuffle generator) is rolled back to the start of the last epoch
+        whose loss was finite, a checkpoint written since is rewritten from
+        that state, and a ``FloatingPointError`` is raised (or a
         ``RuntimeWarning`` issued and training stopped).
 
     Returns
@@ -134,109 +131,138 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
     if batch_size is not None:
         check_positive(batch_size, "batch_size", integer=True)
     check_positive(checkpoint_every, "checkpoint_every", integer=True)
-    if not isinstance(validation_split, (int, float)) or not 0.0 <= validation_split < 1.0:
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+            or not 0.0 <= validation_split < 1.0:
         raise ValueError(f"validation_split must be a fraction in [0, 1), got {validation_split!r}")
     if on_nonfinite not in ("raise", "warn"):
         raise ValueError(f"on_nonfinite must be 'raise' or 'warn', got {on_nonfinite!r}")
-    if verbose not in (0, 1, 2, False, True):
+    if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
 
-    X, _ = net._input(X)
-    Y = net._target(Y)
-    check_same_samples(X, Y)
-    X, Y, Xv, Yv = _split(net, X, Y, validation_data, validation_split)
+    with net.backend.context():
+        X, _ = net._input(X)
+        Y = net._target(Y)
+        check_same_samples(X, Y)
+        X, Y, Xv, Yv = _split(net, X, Y, validation_data, validation_split)
+        opt, start, history = _optimizer_and_history(net, optimizer, learning_rate, resume_from)
+        net.optimizer, net.history = opt, history
+        return _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle,
+                      _callbacks(callbacks), verbose, checkpoint, checkpoint_every, on_nonfinite)
 
-    explicit = optimizer is not None or learning_rate is not None
-    opt = get_optimizer(optimizer, learning_rate) if explicit else net.optimizer
-    cbs = _callbacks(callbacks)
 
-    history = History()
-    start = 0
+def _optimizer_and_history(net: Any, optimizer: Any, learning_rate: Any, resume_from: Any):
+    """The optimizer that trains (given, resumed, kept from the last fit, or a new SGD), the start epoch, the history."""
+    opt = get_optimizer(optimizer, learning_rate) if optimizer is not None else None
+    start, history = 0, History()
     if resume_from is not None:
         from .io import load_checkpoint
 
-        # without an explicit optimizer, the checkpoint's own one (state included) continues
-        start, history = load_checkpoint(resume_from, net, opt if explicit else None)
-        opt = opt if explicit else net.optimizer
-    opt = opt if opt is not None else get_optimizer(None, None)
-    net.optimizer = opt
-    net.history = history
+        start, history = load_checkpoint(resume_from, net, opt)  # opt None: the checkpoint's own continues
+    opt = opt or net.optimizer
+    if opt is None:
+        return get_optimizer(None, learning_rate), start, history
+    if optimizer is None and learning_rate is not None:
+        opt.set_learning_rate(learning_rate)
+    return opt, start, history
 
-    loss_name = net.loss_fn.name
-    classify = net.loss_fn.classification
-    keys = ["loss"] + (["accuracy"] if classify else [])
+
+class _UndoPoints:
+    """The state at the start of this epoch and of the previous one: weights, optimizer state, shuffle RNG.
+
+    Rolling back to one of them undoes a half-done epoch (Ctrl-C) or a divergence.
+    Device buffers are reused, copied into in place, where the namespace allows.
+    """
+
+    def __init__(self, net: Any, opt: Optimizer, with_rng: bool) -> None:
+        self.net, self.opt, self.with_rng = net, opt, with_rng
+        self.writeable = is_writeable_array(net._params[0])
+        self.params = [net._snapshot(), net._snapshot()]
+        self.opt_state: list[Any] = [None, None]
+        self.rng: list[Any] = [None, None]
+
+    def save(self, epoch: int) -> None:
+        i = epoch % 2
+        if self.writeable:
+            for s, p in zip(self.params[i], self.net._params):
+                s[...] = p
+        else:
+            self.params[i] = self.net._snapshot()
+        self.opt_state[i] = self.opt._save_state(self.opt_state[i])
+        if self.with_rng:
+            self.rng[i] = rng_state(self.net.rng)
+
+    def restore(self, epoch: int) -> None:
+        i = epoch % 2
+        self.net._restore(self.params[i])
+        self.opt._load_state(self.opt_state[i])
+        if self.rng[i] is not None:
+            set_rng_state(self.net.rng, self.rng[i])
+
+
+def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, cbs, verbose,
+           checkpoint, checkpoint_every, on_nonfinite) -> History:
+    loss_fn = net.loss_fn
+    keys = ["loss"] + (["accuracy"] if loss_fn.classification else [])
     if Xv is not None:
-        keys += ["val_loss"] + (["val_accuracy"] if classify else [])
-
+        keys += ["val_loss"] + (["val_accuracy"] if loss_fn.classification else [])
     columns = [history.history.setdefault(k, []) for k in keys]
     xp, device, names = net.xp, net.device, net.param_names
     m = X.shape[0]
     full_batch = batch_size is None or batch_size >= m
-    writeable = is_writeable_array(net._params[0])
-    # two alternating snapshots: the weights at the start of this epoch and of the previous one
-    snaps = [net._snapshot(), net._snapshot()]
+    undo = _UndoPoints(net, opt, with_rng=shuffle and not full_batch)
+    if checkpoint is not None:
+        from .io import save_checkpoint
     progress = Progress(epochs, verbose, initial=start)
     for cb in cbs:
         cb.on_train_begin(net)
-    epoch = start
-    opt_saved = rng_saved = None
-    diverged, saved_at = False, start
-    if checkpoint is not None:
-        from .io import save_checkpoint
-    dirty = False  # True while the weights are between the start and the end of an epoch
+    epoch = done = saved_at = start  # done: epochs completed; saved_at: what the checkpoint file holds
+    failure = None  # (the epoch whose start to roll back to, the offending logs, a description)
+    dirty = False  # True while the network is between the start and the end of an epoch
     with warnings.catch_warnings():
         # fit detects non-finite losses itself (FloatingPointError below); the backend's own
         # "overflow encountered in ..." warnings on the way there would only repeat it
         warnings.filterwarnings("ignore", message=".*encountered in", category=RuntimeWarning)
         try:
             for epoch in range(start, epochs):
-                snap = snaps[epoch % 2]
-                if writeable:
-                    for s, p in zip(snap, net._params):
-                        s[...] = p
-                else:
-                    snaps[epoch % 2] = net._snapshot()
-                opt_saved = opt._save_state(opt_saved)  # the optimizer's undo point, buffers reused
-                rng_saved = rng_state(net.rng) if shuffle and not full_batch else None
+                undo.save(epoch)
                 dirty = True
                 if full_batch:
                     values = net._forward(X)
                     total, grads = net._gradient(values, Y)
                     opt.step(net._params, grads, names, xp=xp)
                     metrics = [total]
-                    if classify:
-                        metrics.append(_correct(loss_name, values[-1][1], Y, xp) / m)
+                    if loss_fn.correct is not None:
+                        metrics.append(loss_fn.correct(values[-1][1], Y, xp) / m)
                 else:
                     order = xp.asarray(permutation(net.rng, m) if shuffle else range(m), device=device)
                     total = correct = 0.0
                     for lo in range(0, m, batch_size):
-                        idx = order[lo:min(lo + batch_size, m)]  # in-bounds stop: the array API leaves overshoot unspecified
+                        idx = order[lo:min(lo + batch_size, m)]  # in bounds: the array API leaves overshoot unspecified
                         xb, yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
                         values = net._forward(xb)
                         loss, grads = net._gradient(values, yb)
                         opt.step(net._params, grads, names, xp=xp)
                         total = total + loss * (yb.shape[0] / m)
-                        if classify:
-                            correct = correct + _correct(loss_name, values[-1][1], yb, xp)
-                    metrics = [total] + ([correct / m] if classify else [])
+                        if loss_fn.correct is not None:
+                            correct = correct + loss_fn.correct(values[-1][1], yb, xp)
+                    metrics = [total] + ([correct / m] if loss_fn.correct is not None else [])
                 if Xv is not None:
                     zv, av = net._forward(Xv)[-1]
-                    metrics.append(net.loss_fn.value(zv, av, Yv, xp))
-                    if classify:
-                        metrics.append(_correct(loss_name, av, Yv, xp) / Xv.shape[0])
+                    metrics.append(loss_fn.value(zv, av, Yv, xp))
+                    if loss_fn.correct is not None:
+                        metrics.append(loss_fn.correct(av, Yv, xp) / Xv.shape[0])
                 # the one host read of the epoch
                 host = [float(metrics[0])] if len(metrics) == 1 else backends.to_numpy(xp.stack(metrics)).tolist()
                 if not all(map(math.isfinite, host)):
-                    _diverged(net, snaps, epoch, start, dict(zip(keys, host)), on_nonfinite)
-                    diverged = True
+                    failure = (max(epoch - 1, start), dict(zip(keys, host)), f"in epoch {epoch}")
                     break
                 for column, value in zip(columns, host):
                     column.append(value)
                 history.epoch.append(epoch)
-                dirty = False
-                if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
-                    save_checkpoint(checkpoint, net, opt, epoch + 1, history)  # before callbacks can stop us
-                    saved_at = epoch + 1
+                done, dirty = epoch + 1, False
+                if checkpoint is not None and done % checkpoint_every == 0:
+                    save_checkpoint(checkpoint, net, opt, done, history)  # before a callback can stop us
+                    saved_at = done
                 if not cbs and progress.silent:
                     continue  # nothing reads the logs: keep the tiny-network epoch lean
                 logs = dict(zip(keys, host))
@@ -245,44 +271,44 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
                     for cb in cbs:
                         cb.on_epoch_end(epoch, logs)
                 except StopTraining:
-                    epoch += 1
                     break
-            else:
-                epoch = epochs
-                if not bool(xp.all(xp.stack([xp.all(xp.isfinite(p)) for p in net._params]))):
-                    # the last update itself overflowed: its loss was never measured
-                    _diverged(net, snaps, epoch, start, {"loss": math.nan}, on_nonfinite, last_update=True)
-                    diverged = True
+            if failure is None and done > start and not _finite(net):
+                # the last update overflowed: its loss was never measured, its epoch's start had a finite one
+                failure = (done - 1, {"loss": math.nan}, f"in the last update (epoch {done - 1})")
         except KeyboardInterrupt:
             if dirty:  # leave the network at the last completed epoch, never half-updated
-                net._restore(snaps[epoch % 2])
-                opt._load_state(opt_saved)
-                if rng_saved is not None:
-                    set_rng_state(net.rng, rng_saved)
+                undo.restore(epoch)
             raise
         finally:
             progress.close()
-    done = history.epoch[-1] + 1 if history.epoch else start
-    if checkpoint is not None and not diverged and saved_at != done:
+    if failure is not None:
+        _diverged(net, opt, undo, history, failure, on_nonfinite,
+                  checkpoint if checkpoint is not None and saved_at > failure[0] else None)
+    elif checkpoint is not None and saved_at != done:
         save_checkpoint(checkpoint, net, opt, done, history)  # stopped early, or epochs % checkpoint_every
     for cb in cbs:
         cb.on_train_end(net)
     return history
 
 
-def _diverged(net: Any, snaps: list, epoch: int, start: int, logs: dict, on_nonfinite: str,
-              last_update: bool = False) -> None:
-    """Restore the last weights whose loss was finite, then raise or warn."""
-    if last_update:
-        good = snaps[(epoch - 1) % 2]  # the weights before the last update, whose loss was finite
-    else:
-        good = snaps[(epoch - 1) % 2] if epoch > start else snaps[epoch % 2]
-    net._restore(good)
-    if net.optimizer is not None:
-        net.optimizer.reset()
-    message = (f"the loss became non-finite ({logs}) in epoch {epoch}; the weights were restored to the "
-               "last ones with a finite loss and the optimizer state was reset. Try a smaller learning rate, "
-               "or scale the inputs")
+def _finite(net: Any) -> bool:
+    xp = net.xp
+    return bool(xp.all(xp.stack([xp.all(xp.isfinite(p)) for p in net._params])))
+
+
+def _diverged(net: Any, opt: Optimizer, undo: _UndoPoints, history: History, failure: tuple,
+              on_nonfinite: str, stale_checkpoint: Any) -> None:
+    """Roll back to the start of the last epoch with a finite loss, mend the checkpoint, then raise or warn."""
+    epoch, logs, where = failure
+    undo.restore(epoch)
+    if stale_checkpoint is not None:  # it holds weights whose loss was never finite: replace it
+        from .io import save_checkpoint
+
+        kept = sum(1 for e in history.epoch if e < epoch)
+        save_checkpoint(stale_checkpoint, net, opt, epoch,
+                        History({k: v[:kept] for k, v in history.history.items()}, history.epoch[:kept]))
+    message = (f"the loss became non-finite {where} ({logs}); the network was rolled back to the start of "
+               f"epoch {epoch}, the last with a finite loss. Try a smaller learning rate, or scale the inputs")
     if on_nonfinite == "raise":
         raise FloatingPointError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)

@@ -17,6 +17,13 @@ def make_net(backend, sizes, activations=None, **kwargs) -> nn_xp.Network:
     return nn_xp.Network(sizes, activations, backend=backend.name, device=backend.device, **kwargs)
 
 
+def assert_on_backend(x, backend, dtype):
+    """``x`` is an array of ``backend``'s namespace, on its device, in ``dtype``."""
+    assert array_namespace(x) is backend.xp, f"namespace {array_namespace(x).__name__} != {backend.xp.__name__}"
+    assert array_device(x) == backend.device, f"device {array_device(x)} != {backend.device}"
+    assert x.dtype == backend.dtype(dtype), f"dtype {x.dtype} != {dtype}"
+
+
 def assert_close(actual, desired, *, backend=None, rtol=1e-7, atol=0.0, dtype=None):
     """Compare values, and (with ``backend``) that ``actual`` lives in that namespace, on its device, in ``dtype``.
 
@@ -26,6 +33,6 @@ def assert_close(actual, desired, *, backend=None, rtol=1e-7, atol=0.0, dtype=No
         assert array_namespace(actual) is backend.xp, f"namespace {array_namespace(actual).__name__} != {backend.xp.__name__}"
         assert array_device(actual) == backend.device, f"device {array_device(actual)} != {backend.device}"
         if dtype is not None:
-            assert actual.dtype == backend.dtype(dtype), f"dtype {actual.dtype} != {dtype}"
+            assert_on_backend(actual, backend, dtype)
     np.testing.assert_allclose(to_numpy(actual), to_numpy(desired) if not isinstance(desired, (float, int)) else desired,
                                rtol=rtol, atol=atol)

@@ -156,3 +156,42 @@ def test_dtype_names(backend):
     assert backend.dtype("float32") == backend.xp.float32
     with pytest.raises(ValueError, match="float32.*float64.*'float16'"):
         backend.dtype("float16")
+
+
+def test_an_explicit_backend_ignores_nn_xp_device(monkeypatch):
+    """NN_XP_DEVICE goes with NN_XP_BACKEND / auto; backend='numpy' must not inherit 'cuda:0'."""
+    monkeypatch.setenv("NN_XP_DEVICE", "cuda:0")
+    assert resolve_backend("numpy").device == "cpu"
+    with pytest.raises(ValueError, match="only the 'cpu' device"):
+        resolve_backend("numpy", device="cuda:0")
+
+
+def test_torch_devices_are_canonical():
+    """torch.device('cpu:0') != tensors' 'cpu' (and 'cuda' != 'cuda:0'): the backend stores what tensors report."""
+    torch = pytest.importorskip("torch")
+    b = resolve_backend("torch", device="cpu:0")
+    assert b.device == torch.ones(1).device
+    net = nn_xp.Network([2, 3, 1], backend="torch", device="cpu:0", dtype="float64")
+    values = net.evaluate(torch.ones((4, 2), dtype=torch.float64))
+    assert values[-1][1].shape == (4, 1)
+
+
+def test_public_methods_run_inside_the_backend_context(monkeypatch):
+    """CuPy works on the current GPU: fit, predict and friends enter the backend's device context."""
+    entered = []
+
+    class Recorder:
+        def __enter__(self):
+            entered.append(1)
+
+        def __exit__(self, *exc):
+            return False
+
+    net = nn_xp.Network([1, 3, 1], backend="numpy", dtype="float64")
+    monkeypatch.setattr(backends.Backend, "context", lambda self: Recorder())
+    X = np.ones((4, 1))
+    for call in (lambda: net.fit(X, X, epochs=1), lambda: net.predict(X), lambda: net.loss(X, X),
+                 lambda: net.score(X, X), lambda: net.evaluate(X), lambda: net.set_weights(net.get_weights())):
+        before = len(entered)
+        call()
+        assert len(entered) > before

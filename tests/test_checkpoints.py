@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import nn_xp
 from helpers import SINE_X, SINE_Y
@@ -50,3 +51,15 @@ def test_resume_without_naming_the_optimizer_continues_the_saved_one(tmp_path):
     for (W, b), (Wf, bf) in zip(resumed.get_weights(), full.get_weights()):
         np.testing.assert_array_equal(W, Wf)
         np.testing.assert_array_equal(b, bf)
+
+
+def test_a_refused_checkpoint_changes_nothing(tmp_path):
+    path = tmp_path / "ck.safetensors"
+    _net().fit(SINE_X, SINE_Y, epochs=2, optimizer=nn_xp.SGD(0.1, momentum=0.9), checkpoint=path)
+    other = nn_xp.Network([1, 7, 1], "tanh", backend="numpy", dtype="float64", seed=11)  # another shape
+    other.fit(SINE_X, SINE_Y, epochs=1, optimizer="adam")
+    adam, weights = other.optimizer, other.get_weights()
+    with pytest.raises(nn_xp.ModelFileError, match="is a checkpoint of a 1-6-1"):
+        other.fit(SINE_X, SINE_Y, epochs=4, resume_from=path)
+    assert other.optimizer is adam
+    np.testing.assert_array_equal(other.get_weights()[0][0], weights[0][0])

@@ -110,17 +110,36 @@ def test_nan_or_infinity_in_the_data(net, value):
         net.fit(X2, Y, epochs=1)
 
 
-def test_class_ids_out_of_range():
+@pytest.mark.parametrize("ids", [[0, 1, 2, 3, 1], [0, -1, 2, 2, 1], [0.9, 1.5, 2.0, 0.0, 1.0]])
+def test_class_ids_must_be_whole_and_in_range(ids):
     net = nn_xp.Network([2, 4, 3], loss="cross_entropy", backend="numpy")
-    with pytest.raises(ValueError, match="class ids outside 0..2"):
-        net.fit(X2, np.array([0, 1, 2, 3, 1]), epochs=1)
+    with pytest.raises(ValueError, match=r"Y must hold whole class ids in 0..2"):
+        net.fit(X2, np.array(ids), epochs=1)
+
+
+def test_nan_class_ids():
+    net = nn_xp.Network([2, 4, 3], loss="cross_entropy", backend="numpy")
+    with pytest.raises(ValueError, match="Y contains NaN"):
+        net.loss(X2, [0.0, np.nan, 1.0, 2.0, 0.0])
+
+
+def test_whole_float_class_ids_and_rows_of_one_hot_arrays_are_targets():
+    net = nn_xp.Network([2, 4, 3], loss="cross_entropy", backend="numpy", dtype="float64")
+    X = np.arange(10.0).reshape(5, 2)
+    ids = [0, 2, 1, 1, 0]
+    reference = net.loss(X, np.eye(3)[ids])
+    assert net.loss(X, np.array(ids, dtype=float)) == reference
+    assert net.loss(X, ids) == reference
+    assert net.loss(X, [np.eye(3)[i] for i in ids]) == reference  # a list of one-hot rows is 2-D
 
 
 # -------------------------------------------------------------- arguments
 @pytest.mark.parametrize("kwargs, match", [
     (dict(epochs=0), "epochs must be a positive integer, got 0"),
     (dict(epochs=-1), "epochs must be a positive integer"),
-    (dict(epochs=2.5), "epochs must be a integer|epochs must be a positive integer"),
+    (dict(epochs=2.5), "epochs must be an integer, got 2.5"),
+    (dict(epochs=True), "epochs must be an integer, got True"),
+    (dict(batch_size=True), "batch_size must be an integer, got True"),
     (dict(learning_rate=0.0), "learning_rate must be a positive number, got 0.0"),
     (dict(learning_rate=-0.1), "learning_rate must be a positive number"),
     (dict(learning_rate=float("nan")), "learning_rate must be a positive number"),
@@ -248,12 +267,55 @@ def test_divergence_can_warn_instead(backend):
 def test_divergence_in_the_very_last_update_is_caught():
     """The last update's loss is never measured by the loop: fit checks the weights at the end."""
     net = nn_xp.Network([1, 1], ["identity"], backend="numpy", dtype="float64")
-    net.set_weights([(np.array([[1e300]]), np.array([0.0]))])
+    net.set_weights([(np.array([[1e150]]), np.array([0.0]))])  # a finite start loss, 5e299
     X, Y = np.array([[1.0]]), np.array([[0.0]])
+    with pytest.raises(FloatingPointError, match="in the last update"):
+        net.fit(X, Y, epochs=1, learning_rate=1e200)  # the one update overflows to -inf
+    np.testing.assert_array_equal(net.get_weights()[0][0], [[1e150]])
+    assert net.history["loss"] == [pytest.approx(5e299)]
+
+
+def test_a_callback_stopping_after_an_overflowing_update_still_restores(tmp_path):
+    net = nn_xp.Network([1, 1], ["identity"], backend="numpy", dtype="float64")
+    net.set_weights([(np.array([[1e150]]), np.array([0.0]))])
+    path = tmp_path / "ck.safetensors"
+
+    def stop(epoch, logs):
+        raise nn_xp.StopTraining
+
     with pytest.raises(FloatingPointError):
-        # loss 0.5e600 overflows at once: nothing finite after the start, weights stay the user's
-        net.fit(X, Y, epochs=1, learning_rate=1e10)
-    np.testing.assert_array_equal(net.get_weights()[0][0], [[1e300]])
+        net.fit([[1.0]], [[0.0]], epochs=5, learning_rate=1e200, callbacks=stop, checkpoint=path)
+    np.testing.assert_array_equal(net.get_weights()[0][0], [[1e150]])
+    restored = nn_xp.load(path)  # the checkpoint was mended, so it loads
+    np.testing.assert_array_equal(restored.get_weights()[0][0], [[1e150]])
+
+
+def test_divergence_mends_a_checkpoint_it_had_written(tmp_path):
+    path = tmp_path / "ck.safetensors"
+    net = nn_xp.Network([1, 16, 1], ["relu", "identity"], backend="numpy", dtype="float64", seed=1)
+    with pytest.raises(FloatingPointError):
+        net.fit(SINE_X * 100, SINE_Y * 100, epochs=200, learning_rate=5.0, checkpoint=path)
+    saved = nn_xp.load(path)
+    assert math.isfinite(saved.loss(SINE_X * 100, SINE_Y * 100))
+    for (W, b), (Ws, bs) in zip(net.get_weights(), saved.get_weights()):
+        np.testing.assert_array_equal(W, Ws)
+        np.testing.assert_array_equal(b, bs)
+    epoch, history = nn_xp.io.load_checkpoint(path, nn_xp.Network([1, 16, 1], ["relu", "identity"],
+                                                                  backend="numpy", dtype="float64"), None)
+    assert len(history) == epoch  # the history in the file stops where its weights do
+
+
+def test_a_learning_rate_alone_keeps_the_optimizer():
+    net = nn_xp.Network([1, 4, 1], backend="numpy")
+    net.fit(SINE_X, SINE_Y, epochs=2, optimizer="adam")
+    adam = net.optimizer
+    net.fit(SINE_X, SINE_Y, epochs=2, learning_rate=1e-4)
+    assert net.optimizer is adam and adam.learning_rate == 1e-4 and adam.iterations == 4
+
+
+def test_numpy_integers_are_layer_sizes():
+    net = nn_xp.Network(np.array([2, 8, 1]), backend="numpy")
+    assert net.layer_sizes == [2, 8, 1] and all(type(n) is int for n in net.layer_sizes)
 
 
 def test_mini_batch_divergence(backend):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import nn_xp
-from helpers import SINE_X, SINE_Y, assert_close
+from helpers import SINE_X, SINE_Y, assert_on_backend
 
 
 def test_to_moves_parameters_and_optimizer_state(backend):
@@ -18,10 +18,10 @@ def test_to_moves_parameters_and_optimizer_state(backend):
     assert net.to(backend.name, backend.device) is net
     assert net.backend.name == backend.name and net.device == backend.device
     for p in net.params.values():
-        assert_close(p, p, backend=backend, dtype="float64")
+        assert_on_backend(p, backend, "float64")
     for slots in net.optimizer.state.values():
         for arr in slots.values():
-            assert_close(arr, arr, backend=backend, dtype="float64")
+            assert_on_backend(arr, backend, "float64")
 
     # training continues on the new backend exactly as it would have on the old one
     net.fit(SINE_X, SINE_Y, epochs=2, batch_size=25)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nn_xp
-from helpers import SINE_X, SINE_Y, assert_close, make_net
+from helpers import SINE_X, SINE_Y, assert_close, assert_on_backend, make_net
 from nn_xp.backends import to_numpy
 
 
@@ -113,7 +113,7 @@ def test_optimizer_matches_hand_computed_steps(backend, opt_name):
     assert opt.iterations == 3
     for slots in opt.state.values():  # state lives on the parameters' device, keyed by parameter name
         for arr in slots.values():
-            assert_close(arr, arr, backend=backend, dtype="float64")
+            assert_on_backend(arr, backend, "float64")
     assert set(opt.state) <= {"W0", "b0"}
 
 
@@ -254,6 +254,13 @@ def test_regression_score_is_r2():
     pred = net.predict(SINE_X)
     r2 = 1 - np.sum((SINE_Y - pred) ** 2) / np.sum((SINE_Y - SINE_Y.mean()) ** 2)
     assert net.score(SINE_X, SINE_Y) == pytest.approx(r2, rel=1e-9)
+
+
+def test_r2_of_constant_targets_is_defined():
+    net = nn_xp.Network([1, 4, 1], backend="numpy", dtype="float64")
+    net.set_weights([(np.zeros((4, 1)), np.zeros(4)), (np.zeros((1, 4)), np.array([2.0]))])
+    assert net.score(SINE_X, np.full((100, 1), 2.0)) == 1.0  # perfect
+    assert net.score(SINE_X, np.full((100, 1), 3.0)) == 0.0  # scikit-learn's convention
 
 
 # ---------------------------------------------------------------- callbacks
