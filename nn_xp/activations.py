@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from . import _kernels as K
 from ._typing import Array, Namespace
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation"]
@@ -23,23 +24,29 @@ class Activation:
     Attributes
     ----------
     name : str
-    forward : callable ``(z, xp) -> a``
-        Returns a new array (or ``z`` itself for the identity); never writes ``z``.
+    forward : callable ``(z, xp, out=None) -> a``
+        Never writes ``z``. Returns ``z`` itself for the identity, else a new
+        array, or ``out`` when a buffer is given (NumPy and CuPy; see _kernels).
     derivative : callable ``(z, a, xp) -> g'(z)``, or None
         The elementwise derivative, same dtype as ``z``. None only for
         softmax, which is used fused with cross-entropy (its Jacobian is not elementwise).
-    backward : callable ``(dA, z, a, xp) -> dZ``, or None
-        ``dA * g'(z)``, free to overwrite ``dA`` (the caller hands over a temporary).
+    backward : callable ``(dA, z, a, xp, consume=False) -> dZ``, or None
+        ``dA * g'(z)``, free to overwrite ``dA`` (the caller hands over a
+        temporary); with ``consume``, free to overwrite ``a`` and ``z`` too.
     """
 
     name: str
-    forward: Callable[[Array, Namespace], Array]
+    forward: Callable[..., Array]
     derivative: Callable[[Array, Array, Namespace], Array] | None
-    backward: Callable[[Array, Array, Array, Namespace], Array] | None
+    backward: Callable[..., Array] | None
 
+
+# Forward functions take ``out``: a buffer to write ``a`` into (see _kernels), or None
+# for a new array. Backward functions may overwrite ``dA``; with ``consume`` they
+# may also overwrite ``a`` and ``z``, which fit's back-propagation no longer needs.
 
 # --- identity ---------------------------------------------------------------
-def _identity(z: Array, xp: Namespace) -> Array:
+def _identity(z: Array, xp: Namespace, out: Array | None = None) -> Array:
     return z
 
 
@@ -47,14 +54,15 @@ def _identity_derivative(z: Array, a: Array, xp: Namespace) -> Array:
     return xp.ones_like(z)
 
 
-def _identity_backward(dA: Array, z: Array, a: Array, xp: Namespace) -> Array:
+def _identity_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
     return dA
 
 
 # --- sigmoid ----------------------------------------------------------------
-def _sigmoid(z: Array, xp: Namespace) -> Array:
+def _sigmoid(z: Array, xp: Namespace, out: Array | None = None) -> Array:
     # 1/(1+exp(-z)) written through tanh: no exp overflow (and no warning) for |z| up to 1e4
-    a = xp.tanh(z * 0.5)
+    a = K.multiply(z, 0.5, xp, out)
+    a = K.tanh(a, xp, None if out is None else a)
     a *= 0.5
     a += 0.5
     return a
@@ -64,32 +72,36 @@ def _sigmoid_derivative(z: Array, a: Array, xp: Namespace) -> Array:
     return a * (1.0 - a)
 
 
-def _sigmoid_backward(dA: Array, z: Array, a: Array, xp: Namespace) -> Array:
-    t = 1.0 - a  # one temporary: dA * a * (1 - a)
-    t *= a
-    dA *= t
+def _sigmoid_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
+    dA *= a  # dA * a * (1 - a), with (1 - a) written over the spent a when allowed
+    dA *= K.rsub(1.0, a, xp, inplace=consume)
     return dA
 
 
 # --- tanh -------------------------------------------------------------------
-def _tanh(z: Array, xp: Namespace) -> Array:
-    return xp.tanh(z)
+def _tanh(z: Array, xp: Namespace, out: Array | None = None) -> Array:
+    return K.tanh(z, xp, out)
 
 
 def _tanh_derivative(z: Array, a: Array, xp: Namespace) -> Array:
     return 1.0 - a * a
 
 
-def _tanh_backward(dA: Array, z: Array, a: Array, xp: Namespace) -> Array:
-    t = a * a  # dA - dA * a^2
+def _tanh_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
+    if consume:
+        a *= a  # dA - dA * a^2, with a^2 written over the spent a
+        t = a
+    else:
+        t = a * a
     t *= dA
     dA -= t
     return dA
 
 
 # --- relu and leaky relu ----------------------------------------------------
-def _relu(z: Array, xp: Namespace) -> Array:
-    return xp.maximum(z, 0.0)
+# their derivatives read a > 0, which is z > 0: back-propagation never needs z
+def _relu(z: Array, xp: Namespace, out: Array | None = None) -> Array:
+    return K.maximum(z, 0.0, xp, out)
 
 
 def _relu_derivative(z: Array, a: Array, xp: Namespace) -> Array:
@@ -97,24 +109,25 @@ def _relu_derivative(z: Array, a: Array, xp: Namespace) -> Array:
     return xp.where(z > 0, xp.ones_like(z), xp.zeros_like(z))
 
 
-def _relu_backward(dA: Array, z: Array, a: Array, xp: Namespace) -> Array:
-    return xp.where(z > 0, dA, 0.0)
+def _relu_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
+    return xp.where(a > 0, dA, 0.0)
 
 
-def _leaky_relu(z: Array, xp: Namespace) -> Array:
-    return xp.where(z > 0, z, z * LEAKY_SLOPE)
+def _leaky_relu(z: Array, xp: Namespace, out: Array | None = None) -> Array:
+    a = K.multiply(z, LEAKY_SLOPE, xp, out)  # max(z, slope * z) for a slope below 1
+    return K.maximum(a, z, xp, None if out is None else a)
 
 
 def _leaky_relu_derivative(z: Array, a: Array, xp: Namespace) -> Array:
     return xp.where(z > 0, xp.ones_like(z), xp.full_like(z, LEAKY_SLOPE))
 
 
-def _leaky_relu_backward(dA: Array, z: Array, a: Array, xp: Namespace) -> Array:
-    return xp.where(z > 0, dA, dA * LEAKY_SLOPE)
+def _leaky_relu_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
+    return xp.where(a > 0, dA, dA * LEAKY_SLOPE)
 
 
 # --- softmax (only as an output fused with cross-entropy) -------------------
-def _softmax(z: Array, xp: Namespace) -> Array:
+def _softmax(z: Array, xp: Namespace, out: Array | None = None) -> Array:
     e = xp.exp(z - xp.max(z, axis=1, keepdims=True))  # max shift: exp never overflows
     e /= xp.sum(e, axis=1, keepdims=True)
     return e

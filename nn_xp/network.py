@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Callable, Sequence
 
-from . import backends
+from . import _kernels as K, backends
 from ._host import host_weight, initial_weights, make_rng, to_host_array
 from ._typing import Array
 from ._validation import as_model_array, check_model_array, check_same_samples
 from .activations import Activation, get_activation
 from .losses import Loss, get_loss
 
-__all__ = ["Layer", "Network"]
+__all__ = ["Layer", "Network", "Workspace"]
 
 _DEFAULT_OUTPUT = {"mse": "identity", "binary_cross_entropy": "sigmoid", "cross_entropy": "softmax"}
 
@@ -87,6 +87,7 @@ class Network:
         self.rng = make_rng(seed)
         self._params: list[Array] = []
         self._ones_vector: Array | None = None  # see _ones
+        self._workspace: Workspace | None = None  # fit's reusable buffers, see Workspace
         self.optimizer = None
         self.history = None
         self.set_weights(initial_weights(self.rng, sizes, acts))
@@ -170,7 +171,7 @@ class Network:
                 # always a copy: training updates in place and must never write into the caller's arrays
                 new.append(self.backend.xp.asarray(host, dtype=self.dtype, device=self.device, copy=True))
         self._params = new
-        self._ones_vector = None
+        self._ones_vector = self._workspace = None  # they follow the parameters' device and dtype
 
     def _ones(self, m: int) -> Array:
         """A cached ``(m,)`` vector of ones on the device: ``db = ones @ dZ`` beats ``xp.sum`` on small layers."""
@@ -197,13 +198,14 @@ class Network:
         X = check_model_array(X, "X", self.backend, self.dtype, self.layers[0].n_in)
         return self._forward(X)
 
-    def _forward(self, A: Array) -> list[tuple[Array | None, Array]]:
+    def _forward(self, A: Array, ws: "Workspace | None" = None) -> list[tuple[Array | None, Array]]:
+        """``[(None, X), (Z, A), ...]``; with a workspace, into its buffers (valid until the next call)."""
         values = [(None, A)]
         xp, p = self.xp, self._params
         for i, layer in enumerate(self.layers):
-            Z = A @ p[2 * i].T  # (m, n_out)
+            Z = K.matmul(A, p[2 * i].T, xp, None if ws is None else ws.Z[i])  # (m, n_out)
             Z += p[2 * i + 1]
-            A = layer.activation.forward(Z, xp)
+            A = layer.activation.forward(Z, xp, None if ws is None else ws.A[i])
             values.append((Z, A))
         return values
 
@@ -217,22 +219,29 @@ class Network:
         _, grads = self._gradient(values, Y)
         return grads[0::2], grads[1::2]
 
-    def _gradient(self, values: list[tuple[Array | None, Array]], Y: Array) -> tuple[Array, list[Array]]:
-        """Loss (a device scalar) and flat gradients ``[dW0, db0, dW1, db1, ...]``."""
+    def _gradient(self, values: list[tuple[Array | None, Array]], Y: Array,
+                  ws: "Workspace | None" = None) -> tuple[Array, list[Array]]:
+        """Loss (a device scalar) and flat gradients ``[dW0, db0, dW1, db1, ...]``.
+
+        With a workspace (fit's), ``values`` are consumed: each layer's spent
+        ``A`` takes its derivative and its spent ``Z`` the next ``dA``, and the
+        gradients land in the workspace. Without one, nothing given is written.
+        """
         xp, p, layers = self.xp, self._params, self.layers
         z_out, a_out = values[-1]
         loss, dA = self.loss_fn.value_and_delta(z_out, a_out, Y, xp)
         fused = self.loss_fn.fused_with is not None
         ones = self._ones(Y.shape[0])
+        consume = ws is not None
         grads: list[Array] = [None] * (2 * len(layers))
         for i in range(len(layers) - 1, -1, -1):
             Z, A = values[i + 1]
-            dZ = dA if (fused and i == len(layers) - 1) else layers[i].activation.backward(dA, Z, A, xp)
+            dZ = dA if (fused and i == len(layers) - 1) else layers[i].activation.backward(dA, Z, A, xp, consume)
             A_prev = values[i][1]
-            grads[2 * i] = dZ.T @ A_prev  # (n_out, n_in)
-            grads[2 * i + 1] = ones @ dZ  # (n_out,): the column sums, as one BLAS call
-            if i:
-                dA = dZ @ p[2 * i]  # (m, n_in)
+            grads[2 * i] = K.matmul(dZ.T, A_prev, xp, None if ws is None else ws.dW[i])  # (n_out, n_in)
+            grads[2 * i + 1] = K.matmul(ones, dZ, xp, None if ws is None else ws.db[i])  # (n_out,) column sums
+            if i:  # dA of the layer below, into its spent Z (its backward reads only A)
+                dA = K.matmul(dZ, p[2 * i], xp, None if ws is None else values[i][0])  # (m, n_in)
         return loss, grads
 
     # ------------------------------------------------------------ user-facing
@@ -326,7 +335,7 @@ class Network:
         target = backends.resolve_backend(backend, device)
         weights = self.get_weights()
         state = self.optimizer.state_dict() if self.optimizer is not None else None
-        before = self.backend, self.dtype, self._params, self._ones_vector
+        before = self.backend, self.dtype, self._params, self._ones_vector, self._workspace
         try:
             self.backend, self.dtype = target, target.dtype(self.dtype_name)
             self.set_weights(weights)
@@ -334,6 +343,51 @@ class Network:
                 with target.context():
                     self.optimizer.load_state_dict(state, self.params)
         except BaseException:
-            self.backend, self.dtype, self._params, self._ones_vector = before  # all or nothing
+            self.backend, self.dtype, self._params, self._ones_vector, self._workspace = before  # all or nothing
             raise
         return self
+
+
+class Workspace:
+    """fit's buffers, reused every epoch where the library takes ``out=`` (NumPy, CuPy).
+
+    Per layer: ``Z`` (which back-propagation reuses for that layer's ``dA``),
+    ``A`` (none for the identity, whose ``A`` is its ``Z``), ``dW`` and ``db``:
+    one set of per-layer values and the gradients, nothing allocated per epoch.
+    ``rows(m)`` gives views for a shorter (the last) mini-batch.
+    """
+
+    def __init__(self, net: Network, m: int) -> None:
+        xp, kw = net.xp, {"dtype": net.dtype, "device": net.device}
+        self.m = m
+        self.Z = [xp.empty((m, layer.n_out), **kw) for layer in net.layers]
+        self.A = [None if layer.activation.name == "identity" else xp.empty((m, layer.n_out), **kw)
+                  for layer in net.layers]
+        self.dW = [xp.empty((layer.n_out, layer.n_in), **kw) for layer in net.layers]
+        self.db = [xp.empty((layer.n_out,), **kw) for layer in net.layers]
+        self._views: dict[int, Workspace] = {m: self}
+
+    @classmethod
+    def for_training(cls, net: Network, m: int) -> "Workspace | None":
+        """The network's workspace for batches of ``m`` rows, or None where the library has no ``out=``.
+
+        It is kept on the network between ``fit`` calls (as PyTorch's caching
+        allocator keeps memory), and dropped when the weights are replaced.
+        """
+        if not K.supports_out(net.xp):
+            return None
+        ws = net._workspace
+        if ws is None or ws.m != m:
+            net._workspace = None  # free the old buffers before allocating the new ones
+            ws = net._workspace = cls(net, m)
+        return ws
+
+    def rows(self, m: int) -> "Workspace":
+        view = self._views.get(m)
+        if view is None:
+            view = self._views[m] = object.__new__(Workspace)
+            view.m, view.dW, view.db, view._views = m, self.dW, self.db, self._views
+            view.Z = [z[:m, ...] for z in self.Z]
+            view.A = [None if a is None else a[:m, ...] for a in self.A]
+        return view
+

@@ -19,6 +19,7 @@ from ._progress import Progress
 from ._typing import Array
 from ._validation import check_positive, check_same_samples
 from .callbacks import Callback, LambdaCallback, StopTraining
+from .network import Workspace
 from .optimizers import Optimizer, Schedule, get_optimizer
 
 __all__ = ["History", "fit"]
@@ -210,6 +211,7 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
     m = X.shape[0]
     full_batch = batch_size is None or batch_size >= m
     undo = _UndoPoints(net, opt, with_rng=shuffle and not full_batch)
+    ws = Workspace.for_training(net, m if full_batch else batch_size)  # buffers reused every epoch
     if checkpoint is not None:
         from .io import save_checkpoint
     progress = Progress(epochs, verbose, initial=start)
@@ -227,24 +229,23 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                 undo.save(epoch)
                 dirty = True
                 if full_batch:
-                    values = net._forward(X)
-                    total, grads = net._gradient(values, Y)
+                    values = net._forward(X, ws)
+                    metrics = [] if loss_fn.correct is None else [loss_fn.correct(values[-1][1], Y, xp) / m]
+                    total, grads = net._gradient(values, Y, ws)  # consumes values
                     opt.step(net._params, grads, names, xp=xp)
-                    metrics = [total]
-                    if loss_fn.correct is not None:
-                        metrics.append(loss_fn.correct(values[-1][1], Y, xp) / m)
+                    metrics.insert(0, total)
                 else:
                     order = xp.asarray(permutation(net.rng, m) if shuffle else range(m), device=device)
                     total = correct = 0.0
                     for lo in range(0, m, batch_size):
                         idx = order[lo:min(lo + batch_size, m)]  # in bounds: the array API leaves overshoot unspecified
                         xb, yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
-                        values = net._forward(xb)
-                        loss, grads = net._gradient(values, yb)
-                        opt.step(net._params, grads, names, xp=xp)
-                        total = total + loss * (yb.shape[0] / m)
+                        values = net._forward(xb, None if ws is None else ws.rows(xb.shape[0]))
                         if loss_fn.correct is not None:
                             correct = correct + loss_fn.correct(values[-1][1], yb, xp)
+                        loss, grads = net._gradient(values, yb, None if ws is None else ws.rows(xb.shape[0]))
+                        opt.step(net._params, grads, names, xp=xp)
+                        total = total + loss * (yb.shape[0] / m)
                     metrics = [total] + ([correct / m] if loss_fn.correct is not None else [])
                 if Xv is not None:
                     zv, av = net._forward(Xv)[-1]

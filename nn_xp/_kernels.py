@@ -1,0 +1,73 @@
+"""Fast paths that write into a buffer the caller owns, each beside its portable form.
+
+The array API has no ``out=``: every product and every ``tanh`` makes a new
+array. NumPy and CuPy take ``out=``, and on large layers a fresh temporary costs
+as much as the arithmetic (on Linux, every NumPy array over 32 MiB is mapped
+anew and page-faulted in). Each function here takes ``out``: with None, or on a
+namespace without ``out=``, it is the portable array-API expression; otherwise
+it writes into ``out``. This is the one module that asks which library it has.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from array_api_compat import is_cupy_namespace, is_numpy_namespace
+
+from ._typing import Array, Namespace
+
+__all__ = ["matmul", "multiply", "rsub", "supports_out", "tanh", "maximum"]
+
+_NATIVE: dict[str, Any] = {}
+
+
+def supports_out(xp: Namespace) -> bool:
+    """Whether ``xp``'s library writes into ``out=`` buffers (NumPy, CuPy)."""
+    return is_numpy_namespace(xp) or is_cupy_namespace(xp)
+
+
+def _native(xp: Namespace) -> Any:
+    """numpy or cupy itself, behind the array-api-compat wrapper (whose functions take no ``out=``)."""
+    module = _NATIVE.get(xp.__name__)
+    if module is None:
+        module = _NATIVE[xp.__name__] = importlib.import_module("cupy" if is_cupy_namespace(xp) else "numpy")
+    return module
+
+
+def matmul(a: Array, b: Array, xp: Namespace, out: Array | None = None) -> Array:
+    """``a @ b``, into ``out`` where the library can."""
+    if out is None:
+        return a @ b
+    return _native(xp).matmul(a, b, out=out)
+
+
+def multiply(a: Array, b: Any, xp: Namespace, out: Array | None = None) -> Array:
+    """``a * b``, into ``out`` where the library can."""
+    if out is None:
+        return a * b
+    return _native(xp).multiply(a, b, out=out)
+
+
+def tanh(x: Array, xp: Namespace, out: Array | None = None) -> Array:
+    """``tanh(x)``, into ``out`` (which may be ``x``) where the library can."""
+    if out is None:
+        return xp.tanh(x)
+    return _native(xp).tanh(x, out=out)
+
+
+def maximum(a: Array, b: Any, xp: Namespace, out: Array | None = None) -> Array:
+    """``maximum(a, b)``, into ``out`` where the library can."""
+    if out is None:
+        return xp.maximum(a, b)
+    return _native(xp).maximum(a, b, out=out)
+
+
+def rsub(c: float, x: Array, xp: Namespace, inplace: bool) -> Array:
+    """``c - x``; with ``inplace`` it overwrites ``x`` (a spent buffer), in one pass where the library can."""
+    if not inplace:
+        return c - x
+    if supports_out(xp):
+        return _native(xp).subtract(c, x, out=x)
+    x *= -1.0  # portable: in-place operators are in the standard
+    x += c
+    return x
