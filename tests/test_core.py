@@ -260,3 +260,40 @@ def test_repr_and_properties():
     net = nn_xp.Network([1, 20, 1], ["sigmoid", "identity"], backend="numpy")
     assert net.layer_sizes == [1, 20, 1] and net.activations == ["sigmoid", "identity"]
     assert "1-20-1" in repr(net) and "numpy" in repr(net)
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize("batch_size", [None, 7])
+def test_buffered_fast_path_equals_the_portable_path(monkeypatch, hidden, batch_size):
+    """fit on NumPy writes into reused buffers (out=); the portable path allocates. Same numbers."""
+    from nn_xp import _kernels
+
+    X = np.linspace(-2, 2, 40).reshape(20, 2)
+    Y = np.sin(X[:, :1]) + X[:, 1:] ** 2
+    kwargs = dict(epochs=6, batch_size=batch_size, optimizer="adam", learning_rate=0.01)
+    fast = nn_xp.Network([2, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64")
+    history = fast.fit(X, Y, **kwargs)
+    assert fast._workspace is not None
+    monkeypatch.setattr(_kernels, "supports_out", lambda xp: False)
+    portable = nn_xp.Network([2, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64")
+    portable_history = portable.fit(X, Y, **kwargs)
+    assert portable._workspace is None
+    np.testing.assert_allclose(history["loss"], portable_history["loss"], rtol=1e-13)
+    for (W, b), (Wp, bp) in zip(fast.get_weights(), portable.get_weights()):
+        np.testing.assert_allclose(W, Wp, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(b, bp, rtol=1e-12, atol=1e-15)
+
+
+def test_evaluate_results_survive_later_training():
+    """Public evaluate/compute_gradient never hand out fit's reused buffers, nor write into the caller's values."""
+    net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64")
+    values = net.evaluate(SINE_X)
+    kept = [(None if z is None else z.copy(), a.copy()) for z, a in values]
+    dWs, dbs = net.compute_gradient(values, SINE_Y)
+    dW0 = dWs[0].copy()
+    net.fit(SINE_X, SINE_Y, epochs=3)
+    for (z, a), (zk, ak) in zip(values, kept):
+        np.testing.assert_array_equal(a, ak)
+        if z is not None:
+            np.testing.assert_array_equal(z, zk)
+    np.testing.assert_array_equal(dWs[0], dW0)
