@@ -203,9 +203,14 @@ class Network:
         values = [(None, A)]
         xp, p = self.xp, self._params
         for i, layer in enumerate(self.layers):
-            Z = K.matmul(A, p[2 * i].T, xp, None if ws is None else ws.Z[i])  # (m, n_out)
-            Z += p[2 * i + 1]
-            A = layer.activation.forward(Z, xp, None if ws is None else ws.A[i])
+            if ws is None:
+                Z = A @ p[2 * i].T  # (m, n_out)
+                Z += p[2 * i + 1]
+                A = layer.activation.forward(Z, xp)
+            else:
+                Z = K.matmul(A, p[2 * i].T, xp, ws.Z[i])
+                Z += p[2 * i + 1]
+                A = layer.activation.forward(Z, xp, ws.A[i])
             values.append((Z, A))
         return values
 
@@ -348,6 +353,10 @@ class Network:
         return self
 
 
+#: below this many elements in the widest layer's ``Z``, fit allocates as the portable path does
+WORKSPACE_MIN_ELEMENTS = 1 << 16
+
+
 class Workspace:
     """fit's buffers, reused every epoch where the library takes ``out=`` (NumPy, CuPy).
 
@@ -374,8 +383,9 @@ class Workspace:
         It is kept on the network between ``fit`` calls (as PyTorch's caching
         allocator keeps memory), and dropped when the weights are replaced.
         """
-        if not K.supports_out(net.xp):
-            return None
+        widest = max(layer.n_out for layer in net.layers)
+        if not K.supports_out(net.xp) or m * widest < WORKSPACE_MIN_ELEMENTS:
+            return None  # small arrays come from the allocator's cache: out= would only add call overhead
         ws = net._workspace
         if ws is None or ws.m != m:
             net._workspace = None  # free the old buffers before allocating the new ones

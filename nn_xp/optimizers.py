@@ -67,6 +67,8 @@ class Optimizer:
 
     def _save_state(self, saved: tuple[int, dict] | None) -> tuple[int, dict]:
         """Copy the step count and state into ``saved``'s device buffers (reused when they fit): an undo point."""
+        if not self.state:  # stateless (plain SGD) or not started: only the step count
+            return self.iterations, {}
         buffers = saved[1] if saved is not None else {}
         if buffers.keys() != self.state.keys():
             buffers = {n: {s: array_namespace(a).asarray(a, copy=True) for s, a in slots.items()}

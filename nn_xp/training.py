@@ -188,7 +188,8 @@ class _UndoPoints:
                 s[...] = p
         else:
             self.params[i] = self.net._snapshot()
-        self.opt_state[i] = self.opt._save_state(self.opt_state[i])
+        opt = self.opt
+        self.opt_state[i] = opt._save_state(self.opt_state[i]) if opt.state else (opt.iterations, {})
         if self.with_rng:
             self.rng[i] = rng_state(self.net.rng)
 
