@@ -266,8 +266,9 @@ def test_repr_and_properties():
 @pytest.mark.parametrize("batch_size", [None, 7])
 def test_buffered_fast_path_equals_the_portable_path(monkeypatch, hidden, batch_size):
     """fit on NumPy writes into reused buffers (out=); the portable path allocates. Same numbers."""
-    from nn_xp import _kernels
+    from nn_xp import _kernels, network
 
+    monkeypatch.setattr(network, "WORKSPACE_MIN_ELEMENTS", 0)  # buffers even for this small network
     X = np.linspace(-2, 2, 40).reshape(20, 2)
     Y = np.sin(X[:, :1]) + X[:, 1:] ** 2
     kwargs = dict(epochs=6, batch_size=batch_size, optimizer="adam", learning_rate=0.01)
