@@ -49,7 +49,7 @@ class Loss:
 def _mse_value_and_delta(z: Array, a: Array, y: Array, xp: Namespace) -> tuple[Array, Array]:
     m = y.shape[0]
     diff = a - y  # (m, n_out)
-    flat = xp.reshape(diff, (-1,))  # a view: ||diff||^2 as one dot product, no temporary
+    flat = diff[:, 0] if diff.shape[1] == 1 else xp.reshape(diff, (-1,))  # a view: ||diff||^2 as one dot
     loss = (flat @ flat) * (0.5 / m)
     diff /= m
     return loss, diff

@@ -204,7 +204,7 @@ class Network:
         xp, p = self.xp, self._params
         for i, layer in enumerate(self.layers):
             if ws is None:
-                Z = A @ p[2 * i].T  # (m, n_out)
+                Z = _dot(A, p[2 * i].T)  # (m, n_out)
                 Z += p[2 * i + 1]
                 A = layer.activation.forward(Z, xp)
             else:
@@ -246,7 +246,7 @@ class Network:
             grads[2 * i] = K.matmul(dZ.T, A_prev, xp, None if ws is None else ws.dW[i])  # (n_out, n_in)
             grads[2 * i + 1] = K.matmul(ones, dZ, xp, None if ws is None else ws.db[i])  # (n_out,) column sums
             if i:  # dA of the layer below, into its spent Z (its backward reads only A)
-                dA = K.matmul(dZ, p[2 * i], xp, None if ws is None else values[i][0])  # (m, n_in)
+                dA = _dot(dZ, p[2 * i]) if ws is None else K.matmul(dZ, p[2 * i], xp, values[i][0])  # (m, n_in)
         return loss, grads
 
     # ------------------------------------------------------------ user-facing
@@ -351,6 +351,12 @@ class Network:
             self.backend, self.dtype, self._params, self._ones_vector, self._workspace = before  # all or nothing
             raise
         return self
+
+
+def _dot(a: Array, b: Array) -> Array:
+    """``a @ b``; an outer product (inner size 1, as in the blog's 1-20-1 network) as a broadcast multiply,
+    bit-identical and twice as fast as the BLAS call."""
+    return a * b if a.shape[-1] == 1 else a @ b
 
 
 #: below this many elements in the widest layer's ``Z``, fit allocates as the portable path does
