@@ -76,3 +76,22 @@ def test_predictions_do_not_depend_on_batch_order(backend, problem, dtype, data)
     perm = np.array(data.draw(st.permutations(range(len(X)))), dtype=np.int64)
     rtol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(net.predict(X[perm]), net.predict(X)[perm], rtol=rtol, atol=rtol)
+
+
+@SETTINGS
+@given(problem=problems(max_units=8), dtype=st.sampled_from(["float32", "float64"]))
+def test_save_load_round_trips_are_exact(backend, problem, dtype, tmp_path_factory):
+    import nn_xp
+
+    sizes, acts, loss, X, Y, seed = problem
+    net = make_net(backend, sizes, acts, loss=loss, seed=seed, dtype=dtype)
+    net.fit(X, Y, epochs=2, optimizer="adam", learning_rate=0.01)
+    path = tmp_path_factory.mktemp("models") / "net.safetensors"
+    nn_xp.save(net, path)
+    back = nn_xp.load(path, backend=backend.name, device=backend.device)
+    assert back.layer_sizes == sizes and back.activations == acts and back.dtype_name == dtype
+    for (W, b), (Wb, bb) in zip(net.get_weights(), back.get_weights()):
+        np.testing.assert_array_equal(W, Wb)
+        np.testing.assert_array_equal(b, bb)
+    np.testing.assert_array_equal(back.predict(X), net.predict(X))
+    assert back.optimizer.iterations == net.optimizer.iterations
