@@ -236,7 +236,8 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                     opt.step(net._params, grads, names, xp=xp)
                     metrics.insert(0, total)
                 else:
-                    order = xp.asarray(permutation(net.rng, m) if shuffle else range(m), device=device)
+                    order = (xp.asarray(permutation(net.rng, m), device=device) if shuffle
+                             else xp.arange(m, device=device))
                     total = correct = 0.0
                     for lo in range(0, m, batch_size):
                         idx = order[lo:min(lo + batch_size, m)]  # in bounds: the array API leaves overshoot unspecified
