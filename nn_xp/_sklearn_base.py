@@ -233,7 +233,9 @@ class _BaseMLP(BaseEstimator):
         -------
         self
         """
-        return self._fit(X, y, incremental=False)
+        self._fit(X, y, incremental=False)
+        self.network_.release_buffers()  # a fitted estimator holds weights, not training buffers
+        return self
 
     # ----------------------------------------------------------- predicting
     def _forward(self, X: Any) -> np.ndarray:

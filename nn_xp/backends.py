@@ -192,7 +192,9 @@ def _native_device(name: str, module: Any, device: Any) -> Any:
                     f"backend 'torch' was asked for device {device!r}, but torch sees {count} CUDA "
                     "device(s); fix: pick another device or unset NN_XP_DEVICE")
             return module.device("cuda", index)  # canonical: tensors report cuda:N, never bare cuda
-        return module.device(dev.type)  # tensors report 'cpu', never 'cpu:0'
+        if dev.type == "cpu":
+            return module.device("cpu")  # tensors report 'cpu', never 'cpu:0'
+        return module.device(dev.type, dev.index or 0)  # mps:0, xpu:0: as their tensors report
     # cupy
     if device is None:
         index = 0

@@ -83,7 +83,9 @@ class EarlyStopping(Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self.best_weights = self.net._snapshot()
+                # the weights the value describes: in full batch, a training metric is the start of the epoch's
+                measured = None if self.monitor.startswith("val_") else self.net._metric_weights
+                self.best_weights = self.net._snapshot(measured)
             return
         self.wait += 1
         if self.wait >= self.patience:

@@ -189,7 +189,10 @@ def load(path: _Path, backend: str | None = None, device: Any = None) -> Network
     net.set_weights(_weights(meta, tensors))
     optimizer = _saved_optimizer(path, meta)
     if optimizer is not None:
-        optimizer.load_state_dict(_optimizer_state(meta, tensors), net.params)
+        try:
+            optimizer.load_state_dict(_optimizer_state(meta, tensors), net.params)
+        except ValueError as exc:
+            raise error(path, f"has optimizer state that does not fit: {exc}") from None
         net.optimizer = optimizer
     return net
 
@@ -238,6 +241,12 @@ def load_checkpoint(path: _Path, net: Network, optimizer: Optimizer | None) -> t
     rebuilt = optimizer is None and meta.get("optimizer") is not None
     if rebuilt:
         optimizer = _saved_optimizer(path, meta)  # assigned to net only once every check has passed
+        if optimizer is None:  # a learning-rate schedule: JSON could not hold it
+            name = meta["optimizer"]["name"]
+            if net.optimizer is None or type(net.optimizer).__name__.lower() != name:
+                raise error(path, f"holds the state of a {short(name)} optimizer whose learning-rate schedule "
+                                  "a file cannot hold; pass fit(optimizer=...) configured as when it was saved")
+            optimizer = net.optimizer
     if optimizer is not None:
         info, name = meta.get("optimizer"), type(optimizer).__name__.lower()
         if info is None:
@@ -245,10 +254,11 @@ def load_checkpoint(path: _Path, net: Network, optimizer: Optimizer | None) -> t
         if info["name"] != name:
             raise error(path, f"holds {short(info['name'])} optimizer state, but training uses {name!r}")
         state = _optimizer_state(meta, tensors)
-        unknown = {s for slots in state["state"].values() for s in slots} - set(optimizer.slots)
-        if unknown:
-            raise error(path, f"holds optimizer state {short(sorted(unknown))} that this {name!r} does not use "
-                               f"(its slots: {list(optimizer.slots)}); configure it as when the checkpoint was saved")
+        for param, slots in state["state"].items():
+            if set(slots) != set(optimizer.slots):
+                raise error(path, f"holds optimizer state {short(sorted(slots))} for {short(param)}, but this "
+                                  f"{name!r} keeps {list(optimizer.slots)}; configure it as when the checkpoint "
+                                  "was saved")
     net.set_weights(_weights(meta, tensors))
     if state is not None:
         optimizer.load_state_dict(state, net.params)

@@ -10,7 +10,7 @@ from . import _kernels as K, backends
 from ._host import host_weight, initial_weights, make_rng, to_host_array
 from ._typing import Array
 from ._validation import as_model_array, check_model_array, check_same_samples
-from .activations import Activation, get_activation
+from .activations import ACTIVATIONS, Activation, get_activation
 from .losses import Loss, get_loss
 
 __all__ = ["Layer", "Network", "Workspace"]
@@ -88,13 +88,14 @@ class Network:
         self._params: list[Array] = []
         self._ones_vector: Array | None = None  # see _ones
         self._workspace: Workspace | None = None  # fit's reusable buffers, see Workspace
+        self._metric_weights: list[Array] | None = None  # during fit: the weights the training metrics describe
         self.optimizer = None
         self.history = None
         self.set_weights(initial_weights(self.rng, sizes, acts))
 
     # ------------------------------------------------------------------ setup
     def _activation_names(self, activations: Any, n_layers: int) -> list[str]:
-        output = _DEFAULT_OUTPUT[self.loss_fn.name]
+        output = _DEFAULT_OUTPUT.get(self.loss_fn.name) or self.loss_fn.fused_with or "identity"
         if activations is None:
             activations = "sigmoid"
         if isinstance(activations, (str, Activation)):
@@ -180,9 +181,13 @@ class Network:
             ones = self._ones_vector = self.xp.ones(m, dtype=self.dtype, device=self.device)
         return ones if ones.shape[0] == m else ones[:m]  # one vector, the largest batch seen
 
-    def _snapshot(self) -> list[Array]:
-        """Device copies of the parameters (no host round trip)."""
-        return [self.xp.asarray(p, copy=True) for p in self._params]
+    def release_buffers(self) -> None:
+        """Free the buffers ``fit`` keeps between calls (per-layer ``Z``/``A`` for the largest batch)."""
+        self._workspace = self._ones_vector = None
+
+    def _snapshot(self, params: list[Array] | None = None) -> list[Array]:
+        """Device copies of the parameters, or of ``params`` (no host round trip)."""
+        return [self.xp.asarray(p, copy=True) for p in (self._params if params is None else params)]
 
     def _restore(self, snapshot: list[Array]) -> None:
         self._params = [self.xp.asarray(p, copy=True) for p in snapshot]
@@ -237,11 +242,15 @@ class Network:
         loss, dA = self.loss_fn.value_and_delta(z_out, a_out, Y, xp)
         fused = self.loss_fn.fused_with is not None
         ones = self._ones(Y.shape[0])
-        consume = ws is not None
         grads: list[Array] = [None] * (2 * len(layers))
         for i in range(len(layers) - 1, -1, -1):
             Z, A = values[i + 1]
-            dZ = dA if (fused and i == len(layers) - 1) else layers[i].activation.backward(dA, Z, A, xp, consume)
+            if fused and i == len(layers) - 1:
+                dZ = dA
+            elif ws is None:
+                dZ = layers[i].activation.backward(dA, Z, A, xp)
+            else:  # Z and A are spent: the backward may overwrite them
+                dZ = layers[i].activation.backward(dA, Z, A, xp, True)
             A_prev = values[i][1]
             grads[2 * i] = K.matmul(dZ.T, A_prev, xp, None if ws is None else ws.dW[i])  # (n_out, n_in)
             grads[2 * i + 1] = K.matmul(ones, dZ, xp, None if ws is None else ws.db[i])  # (n_out,) column sums
@@ -392,6 +401,8 @@ class Workspace:
         widest = max(layer.n_out for layer in net.layers)
         if not K.supports_out(net.xp) or m * widest < WORKSPACE_MIN_ELEMENTS:
             return None  # small arrays come from the allocator's cache: out= would only add call overhead
+        if any(ACTIVATIONS.get(layer.activation.name) is not layer.activation for layer in net.layers):
+            return None  # a user's Activation may read z in backward, or take no out=: keep it portable
         ws = net._workspace
         if ws is None or ws.m != m:
             net._workspace = None  # free the old buffers before allocating the new ones

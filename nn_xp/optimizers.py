@@ -91,7 +91,7 @@ class Optimizer:
                       for n, slots in saved[1].items()}
 
     def reset(self) -> None:
-        """Forget the state (moments, step count), e.g. after a divergence."""
+        """Forget the state (moments, step count) and start afresh."""
         self.state.clear()
         self.iterations = 0
 
@@ -112,6 +112,9 @@ class Optimizer:
         for name, slots in state["state"].items():
             if name not in params:
                 raise ValueError(f"optimizer state names parameter {name!r}, which the network does not have")
+            if set(slots) != set(self.slots):
+                raise ValueError(f"optimizer state for {name} holds {sorted(slots)}, "
+                                 f"{type(self).__name__} keeps {sorted(self.slots)}")
             p = params[name]
             xp = array_namespace(p)
             new[name] = {}
@@ -119,7 +122,7 @@ class Optimizer:
                 if tuple(host.shape) != tuple(p.shape):
                     raise ValueError(f"optimizer state {name}.{s} has shape {tuple(host.shape)}, "
                                      f"parameter {name} has {tuple(p.shape)}")
-                new[name][s] = xp.asarray(host, dtype=p.dtype, device=array_device(p))
+                new[name][s] = xp.asarray(host, dtype=p.dtype, device=array_device(p), copy=True)  # ours
         self.state = new
         self.iterations = int(state["iterations"])
 

@@ -268,6 +268,8 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                     saved_at = done
                 if not cbs and progress.silent:
                     continue  # nothing reads the logs: keep the tiny-network epoch lean
+                # full batch: the training metrics describe the weights at the start of the epoch
+                net._metric_weights = undo.params[epoch % 2] if full_batch else None
                 logs = dict(zip(keys, host))
                 progress.update(epoch, logs)
                 try:
@@ -284,6 +286,7 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
             raise
         finally:
             progress.close()
+            net._metric_weights = None
     if failure is not None:
         _diverged(net, opt, undo, history, failure, on_nonfinite,
                   checkpoint if checkpoint is not None and saved_at > failure[0] else None)
@@ -304,14 +307,18 @@ def _diverged(net: Any, opt: Optimizer, undo: _UndoPoints, history: History, fai
     """Roll back to the start of the last epoch with a finite loss, mend the checkpoint, then raise or warn."""
     epoch, logs, where = failure
     undo.restore(epoch)
+    kept = sum(1 for e in history.epoch if e < epoch)  # the history, too, stops where the weights do
+    for column in history.history.values():
+        del column[kept:]
+    del history.epoch[kept:]
     if stale_checkpoint is not None:  # it holds weights whose loss was never finite: replace it
         from .io import save_checkpoint
 
-        kept = sum(1 for e in history.epoch if e < epoch)
-        save_checkpoint(stale_checkpoint, net, opt, epoch,
-                        History({k: v[:kept] for k, v in history.history.items()}, history.epoch[:kept]))
-    message = (f"the loss became non-finite {where} ({logs}); the network was rolled back to the start of "
-               f"epoch {epoch}, the last with a finite loss. Try a smaller learning rate, or scale the inputs")
+        save_checkpoint(stale_checkpoint, net, opt, epoch, history)
+    to = (f"the start of epoch {epoch}, the last with a finite loss" if f"epoch {epoch}" not in where
+          else "the weights this fit started from")
+    message = (f"the loss became non-finite {where} ({logs}); the network (weights, optimizer state, shuffle "
+               f"generator) was rolled back to {to}. Try a smaller learning rate, or scale the inputs")
     if on_nonfinite == "raise":
         raise FloatingPointError(message)
     warnings.warn(message, RuntimeWarning, stacklevel=4)

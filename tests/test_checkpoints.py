@@ -63,3 +63,43 @@ def test_a_refused_checkpoint_changes_nothing(tmp_path):
         other.fit(SINE_X, SINE_Y, epochs=4, resume_from=path)
     assert other.optimizer is adam
     np.testing.assert_array_equal(other.get_weights()[0][0], weights[0][0])
+
+
+def test_resuming_a_scheduled_optimizer_needs_it_named(tmp_path):
+    path = tmp_path / "ck.safetensors"
+    schedule = nn_xp.StepDecay(0.01, drop=0.5, every=5)
+    _net().fit(SINE_X, SINE_Y, epochs=4, optimizer=nn_xp.Adam(schedule), checkpoint=path)
+    with pytest.raises(nn_xp.ModelFileError, match="learning-rate schedule"):
+        _net().fit(SINE_X, SINE_Y, epochs=6, resume_from=path)
+    resumed = _net()
+    resumed.fit(SINE_X, SINE_Y, epochs=6, resume_from=path, optimizer=nn_xp.Adam(schedule))
+    assert resumed.optimizer.iterations == 6
+
+
+def test_optimizer_state_from_the_caller_is_copied():
+    net = _net()
+    net.fit(SINE_X, SINE_Y, epochs=2, optimizer="adam")
+    state = net.optimizer.state_dict()
+    kept = state["state"]["W0"]["m"].copy()
+    other = _net()
+    other.optimizer = nn_xp.Adam()
+    other.optimizer.load_state_dict(state, other.params)
+    other.fit(SINE_X, SINE_Y, epochs=2)
+    np.testing.assert_array_equal(state["state"]["W0"]["m"], kept)
+
+
+def test_a_checkpoint_missing_a_slot_is_refused(tmp_path):
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    path = tmp_path / "ck.safetensors"
+    _net().fit(SINE_X, SINE_Y, epochs=2, optimizer="adam", checkpoint=path)
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    del tensors["optimizer/W0/v"]
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(nn_xp.ModelFileError, match="keeps"):
+        _net().fit(SINE_X, SINE_Y, epochs=4, resume_from=path)
+    with pytest.raises(nn_xp.ModelFileError, match="does not fit"):
+        nn_xp.load(path)

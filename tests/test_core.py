@@ -298,3 +298,29 @@ def test_evaluate_results_survive_later_training():
         if z is not None:
             np.testing.assert_array_equal(z, zk)
     np.testing.assert_array_equal(dWs[0], dW0)
+
+
+def test_a_custom_activation_trains_on_the_portable_path(monkeypatch):
+    """A user's Activation (old four-argument backward reading z) is never given fit's buffers."""
+    from nn_xp import network
+
+    monkeypatch.setattr(network, "WORKSPACE_MIN_ELEMENTS", 0)
+    softsign = nn_xp.Activation(
+        "softsign", lambda z, xp: z / (1.0 + xp.abs(z)), lambda z, a, xp: 1.0 / (1.0 + xp.abs(z)) ** 2,
+        lambda dA, z, a, xp: dA / (1.0 + xp.abs(z)) ** 2)
+    net = nn_xp.Network([1, 6, 1], [softsign, "identity"], backend="numpy", dtype="float64", seed=2)
+    values = net.evaluate(SINE_X)
+    dWs, _ = net.compute_gradient(values, SINE_Y)
+    weights = net.get_weights()
+    net.fit(SINE_X, SINE_Y, epochs=1, learning_rate=0.1)  # one step: W0 - 0.1 dW0
+    assert net._workspace is None
+    np.testing.assert_allclose(net.get_weights()[0][0], weights[0][0] - 0.1 * dWs[0], rtol=1e-12)
+
+
+def test_release_buffers():
+    net = nn_xp.Network([20, 4096, 1], backend="numpy", dtype="float32")
+    net.fit(np.ones((32, 20)), np.ones((32, 1)), epochs=1)
+    assert net._workspace is not None
+    net.release_buffers()
+    assert net._workspace is None
+    net.fit(np.ones((32, 20)), np.ones((32, 1)), epochs=1)  # and fit builds them again

@@ -250,9 +250,10 @@ def test_divergence_raises_and_restores_finite_weights(backend):
     weights = net.get_weights()
     assert all(np.all(np.isfinite(W)) and np.all(np.isfinite(b)) for W, b in weights)
     last_epoch, last_loss, _ = seen[-1]
-    assert math.isfinite(last_loss) and len(net.history) == len(seen)
-    # restored to the weights at the start of the last epoch with a finite loss
+    assert math.isfinite(last_loss)
+    # restored to the weights at the start of the last epoch with a finite loss; the history stops there too
     assert net.loss(SINE_X * 100, SINE_Y * 100) == pytest.approx(last_loss, rel=1e-9)
+    assert net.history.epoch == list(range(last_epoch))
 
 
 def test_divergence_can_warn_instead(backend):
@@ -269,10 +270,10 @@ def test_divergence_in_the_very_last_update_is_caught():
     net = nn_xp.Network([1, 1], ["identity"], backend="numpy", dtype="float64")
     net.set_weights([(np.array([[1e150]]), np.array([0.0]))])  # a finite start loss, 5e299
     X, Y = np.array([[1.0]]), np.array([[0.0]])
-    with pytest.raises(FloatingPointError, match="in the last update"):
+    with pytest.raises(FloatingPointError, match="in the last update.*rolled back to the weights this fit started"):
         net.fit(X, Y, epochs=1, learning_rate=1e200)  # the one update overflows to -inf
     np.testing.assert_array_equal(net.get_weights()[0][0], [[1e150]])
-    assert net.history["loss"] == [pytest.approx(5e299)]
+    assert net.history["loss"] == [] and net.history.epoch == []  # epoch 0 was undone
 
 
 def test_a_callback_stopping_after_an_overflowing_update_still_restores(tmp_path):
@@ -303,6 +304,16 @@ def test_divergence_mends_a_checkpoint_it_had_written(tmp_path):
     epoch, history = nn_xp.io.load_checkpoint(path, nn_xp.Network([1, 16, 1], ["relu", "identity"],
                                                                   backend="numpy", dtype="float64"), None)
     assert len(history) == epoch  # the history in the file stops where its weights do
+
+
+def test_early_stopping_on_the_training_loss_restores_the_weights_it_measured():
+    """Full batch: loss[k] is the loss at the start of epoch k, so those are the weights to restore."""
+    net = nn_xp.Network([1, 8, 1], "tanh", backend="numpy", dtype="float64", seed=0)
+    stopper = nn_xp.EarlyStopping(monitor="loss", patience=2)
+    history = net.fit(SINE_X, SINE_Y, epochs=300, learning_rate=3.0, callbacks=stopper, on_nonfinite="warn")
+    best = min(history["loss"])
+    assert stopper.best == best
+    assert net.loss(SINE_X, SINE_Y) == pytest.approx(best, rel=1e-12)
 
 
 def test_a_learning_rate_alone_keeps_the_optimizer():
