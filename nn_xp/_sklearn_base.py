@@ -169,7 +169,8 @@ class _BaseMLP(BaseEstimator):
         n = X.shape[0]
         batch_size = min(200, n) if self.batch_size == "auto" else self.batch_size
         if batch_size > n:
-            warnings.warn("Got `batch_size` larger than sample size. It is going to be clipped", UserWarning)
+            warnings.warn("Got `batch_size` larger than sample size. It is going to be clipped", UserWarning,
+                          stacklevel=3)
             batch_size = n
 
         callbacks: list[Callback] = []
@@ -203,7 +204,7 @@ class _BaseMLP(BaseEstimator):
             self.best_loss_ = min(self.loss_curve_)
         if not incremental and self.n_iter_ == self.max_iter and stop.stopped_epoch is None:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                          "optimization hasn't converged yet.", ConvergenceWarning)
+                          "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         return self
 
     def _initialize(self, X: np.ndarray, Y: np.ndarray, hidden: list[int], rs: np.random.RandomState) -> None:

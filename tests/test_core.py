@@ -39,7 +39,7 @@ def numerical_gradient(net, X, Y, eps=1e-6):
     """Central differences of net.loss over every parameter, on the host."""
     weights = net.get_weights()
     grads = []
-    for i, (W, b) in enumerate(weights):
+    for W, b in weights:
         for arr in (W, b):
             g = np.zeros_like(arr)
             for idx in np.ndindex(arr.shape):
