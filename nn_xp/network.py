@@ -333,7 +333,6 @@ class Network:
             return 1.0 if resid == 0 else 0.0
         return float(1.0 - resid / total)
 
-    @on_device
     def fit(self, X: Any, Y: Any, epochs: int = 1000, learning_rate: float | None = None, **kwargs: Any):
         """Train by gradient descent; see :func:`nn_xp.training.fit` for every option.
 

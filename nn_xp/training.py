@@ -37,11 +37,6 @@ class History:
         self.history: dict[str, list[float]] = {k: list(v) for k, v in (history or {}).items()}
         self.epoch: list[int] = list(epoch or [])
 
-    def append(self, epoch: int, logs: dict[str, float]) -> None:
-        self.epoch.append(epoch)
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
-
     def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
 
@@ -242,10 +237,11 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                     for lo in range(0, m, batch_size):
                         idx = order[lo:min(lo + batch_size, m)]  # in bounds: the array API leaves overshoot unspecified
                         xb, yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
-                        values = net._forward(xb, None if ws is None else ws.rows(xb.shape[0]))
+                        bws = None if ws is None else ws.rows(xb.shape[0])
+                        values = net._forward(xb, bws)
                         if loss_fn.correct is not None:
                             correct = correct + loss_fn.correct(values[-1][1], yb, xp)
-                        loss, grads = net._gradient(values, yb, None if ws is None else ws.rows(xb.shape[0]))
+                        loss, grads = net._gradient(values, yb, bws)
                         opt.step(net._params, grads, names, xp=xp)
                         total = total + loss * (yb.shape[0] / m)
                     metrics = [total] + ([correct / m] if loss_fn.correct is not None else [])
