@@ -76,3 +76,8 @@ def host_weight(arr: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if not np.all(np.isfinite(host)):
         raise ValueError(f"weights for {name} contain NaN or infinity")
     return host
+
+
+def concatenate_flat(arrays: list[np.ndarray]) -> np.ndarray:
+    """The host arrays raveled end to end, as one 1-D array (a new one)."""
+    return np.concatenate([a.ravel() for a in arrays])

@@ -16,7 +16,7 @@ from array_api_compat import is_cupy_namespace, is_numpy_namespace
 
 from ._typing import Array, Namespace
 
-__all__ = ["matmul", "multiply", "rsub", "supports_out", "tanh", "maximum"]
+__all__ = ["matmul", "maximum", "multiply", "rsub", "sigmoid", "supports_out", "tanh"]
 
 _NATIVE: dict[str, Any] = {}
 
@@ -53,6 +53,32 @@ def tanh(x: Array, xp: Namespace, out: Array | None = None) -> Array:
     if out is None:
         return xp.tanh(x)
     return _native(xp).tanh(x, out=out)
+
+
+def sigmoid(z: Array, xp: Namespace, out: Array | None = None) -> Array:
+    """``1 / (1 + exp(-z))``, into ``out`` where the library can.
+
+    The portable form goes through ``tanh`` (no ``exp`` overflow, so no warning,
+    for any ``z``). Into a float64 NumPy buffer it goes through ``exp``, twice as
+    fast as NumPy's float64 ``tanh`` (measured, AVX-512): ``exp(-z)`` overflows
+    to inf below z = -709, where ``1 / (1 + inf) = 0`` is the right value, so
+    the overflow is silenced, not hidden.
+    """
+    if out is not None and is_numpy_namespace(xp) and z.dtype == xp.float64:
+        np = _native(xp)
+        with np.errstate(over="ignore"):
+            np.negative(z, out=out)
+            np.exp(out, out=out)
+        out += 1.0
+        return np.reciprocal(out, out=out)
+    if out is None:
+        a = xp.tanh(z * 0.5)
+    else:
+        a = _native(xp).multiply(z, 0.5, out=out)
+        _native(xp).tanh(a, out=a)
+    a *= 0.5
+    a += 0.5
+    return a
 
 
 def maximum(a: Array, b: Any, xp: Namespace, out: Array | None = None) -> Array:

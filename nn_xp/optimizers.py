@@ -54,7 +54,18 @@ class Optimizer:
         self.iterations += 1
         xp = array_namespace(params[0]) if xp is None else xp
         for i, (name, g) in enumerate(zip(names, grads)):
-            params[i] = self._update(name, params[i], g, lr, xp)
+            p = params[i]
+            new = self._update(name, p, g, lr, xp)
+            if new is not p:  # an _update that made a new array
+                if is_writeable_array(p):
+                    p[...] = new  # into the parameter's own buffer, which may be a view the network relies on
+                else:
+                    params[i] = new
+
+    def _step_flat(self, params: Array, grads: Array) -> bool:
+        """One step on all parameters at once, given as one flat buffer and its gradient's;
+        False where the optimizer cannot, and then nothing was done (see SGD)."""
+        return False
 
     def _slot(self, name: str, p: Array, xp: Any) -> dict[str, Array]:
         state = self.state.get(name)
@@ -162,6 +173,14 @@ class SGD(Optimizer):
         for i, g in enumerate(grads):
             g *= lr
             params[i] -= g
+
+    def _step_flat(self, params: Array, grads: Array) -> bool:
+        if self.momentum or self.weight_decay:
+            return False
+        grads *= self.current_learning_rate()  # the blog's step on every parameter in two calls
+        self.iterations += 1
+        params -= grads
+        return True
 
     def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
         if self.weight_decay:

@@ -162,6 +162,9 @@ def _optimizer_and_history(net: Any, optimizer: Any, learning_rate: Any, resume_
     return opt, start, history
 
 
+_NO_STATE: dict = {}  # a stateless optimizer's undo point (never written)
+
+
 class _UndoPoints:
     """The state at the start of this epoch and of the previous one: weights, optimizer state, shuffle RNG.
 
@@ -172,19 +175,18 @@ class _UndoPoints:
     def __init__(self, net: Any, opt: Optimizer, with_rng: bool) -> None:
         self.net, self.opt, self.with_rng = net, opt, with_rng
         self.writeable = is_writeable_array(net._params[0])
-        self.params = [net._snapshot(), net._snapshot()]
+        self.params = [net._snapshot(), net._snapshot()]  # one flat copy each where the parameters share a buffer
         self.opt_state: list[Any] = [None, None]
         self.rng: list[Any] = [None, None]
 
     def save(self, epoch: int) -> None:
         i = epoch % 2
         if self.writeable:
-            for s, p in zip(self.params[i], self.net._params):
-                s[...] = p
+            self.net._save_into(self.params[i])
         else:
             self.params[i] = self.net._snapshot()
         opt = self.opt
-        self.opt_state[i] = opt._save_state(self.opt_state[i]) if opt.state else (opt.iterations, {})
+        self.opt_state[i] = opt._save_state(self.opt_state[i]) if opt.state else (opt.iterations, _NO_STATE)
         if self.with_rng:
             self.rng[i] = rng_state(self.net.rng)
 
@@ -208,6 +210,8 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
     full_batch = batch_size is None or batch_size >= m
     undo = _UndoPoints(net, opt, with_rng=shuffle and not full_batch)
     ws = Workspace.for_training(net, m if full_batch else batch_size)  # buffers reused every epoch
+    gbuf = net._gradient_buffers()  # None without out=; else the gradients, one flat buffer like the parameters'
+    step_flat = gbuf is not None
     if checkpoint is not None:
         from .io import save_checkpoint
     progress = Progress(epochs, verbose, initial=start)
@@ -226,10 +230,11 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                 dirty = True
                 if full_batch:
                     values = net._forward(X, ws)
-                    metrics = [] if loss_fn.correct is None else [loss_fn.correct(values[-1][1], Y, xp) / m]
-                    total, grads = net._gradient(values, Y, ws)  # consumes values
-                    opt.step(net._params, grads, names, xp=xp)
-                    metrics.insert(0, total)
+                    correct = None if loss_fn.correct is None else loss_fn.correct(values[-1][1], Y, xp) / m
+                    total, grads = net._gradient(values, Y, ws, gbuf)  # consumes values
+                    if not (step_flat and opt._step_flat(net._flat, gbuf.flat)):
+                        opt.step(net._params, grads, names, xp=xp)
+                    metrics = [total] if correct is None else [total, correct]
                 else:
                     order = (xp.asarray(permutation(net.rng, m), device=device) if shuffle
                              else xp.arange(m, device=device))
@@ -241,8 +246,9 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                         values = net._forward(xb, bws)
                         if loss_fn.correct is not None:
                             correct = correct + loss_fn.correct(values[-1][1], yb, xp)
-                        loss, grads = net._gradient(values, yb, bws)
-                        opt.step(net._params, grads, names, xp=xp)
+                        loss, grads = net._gradient(values, yb, bws, gbuf)
+                        if not (step_flat and opt._step_flat(net._flat, gbuf.flat)):
+                            opt.step(net._params, grads, names, xp=xp)
                         total = total + loss * (yb.shape[0] / m)
                     metrics = [total] + ([correct / m] if loss_fn.correct is not None else [])
                 if Xv is not None:
@@ -251,7 +257,7 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                     if loss_fn.correct is not None:
                         metrics.append(loss_fn.correct(av, Yv, xp) / Xv.shape[0])
                 # the one host read of the epoch
-                host = [float(metrics[0])] if len(metrics) == 1 else backends.to_numpy(xp.stack(metrics)).tolist()
+                host = [float(total)] if len(metrics) == 1 else backends.to_numpy(xp.stack(metrics)).tolist()
                 if not all(map(math.isfinite, host)):
                     failure = (max(epoch - 1, start), dict(zip(keys, host)), f"in epoch {epoch}")
                     break

@@ -264,21 +264,26 @@ def test_repr_and_properties():
 
 @pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize("batch_size", [None, 7])
-def test_buffered_fast_path_equals_the_portable_path(monkeypatch, hidden, batch_size):
-    """fit on NumPy writes into reused buffers (out=); the portable path allocates. Same numbers."""
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("workspace", [True, False])
+def test_buffered_fast_path_equals_the_portable_path(monkeypatch, hidden, batch_size, optimizer, workspace):
+    """fit on NumPy writes into reused buffers (out=): per-layer values (large layers), the gradients and the
+    parameters as views of one flat buffer each, plain SGD as one update. The portable path allocates. Same numbers."""
     from nn_xp import _kernels, network
 
-    monkeypatch.setattr(network, "WORKSPACE_MIN_ELEMENTS", 0)  # buffers even for this small network
+    if workspace:
+        monkeypatch.setattr(network, "WORKSPACE_MIN_ELEMENTS", 0)  # buffers even for this small network
     X = np.linspace(-2, 2, 40).reshape(20, 2)
     Y = np.sin(X[:, :1]) + X[:, 1:] ** 2
-    kwargs = dict(epochs=6, batch_size=batch_size, optimizer="adam", learning_rate=0.01)
+    kwargs = dict(epochs=6, batch_size=batch_size, optimizer=optimizer, learning_rate=0.01)
     fast = nn_xp.Network([2, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64")
     history = fast.fit(X, Y, **kwargs)
-    assert fast._workspace is not None
+    assert (fast._workspace is not None) == workspace
+    assert all(np.shares_memory(p, fast._flat) for p in fast._params)
     monkeypatch.setattr(_kernels, "supports_out", lambda xp: False)
     portable = nn_xp.Network([2, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64")
     portable_history = portable.fit(X, Y, **kwargs)
-    assert portable._workspace is None
+    assert portable._workspace is None and portable._flat is None
     np.testing.assert_allclose(history["loss"], portable_history["loss"], rtol=1e-13)
     for (W, b), (Wp, bp) in zip(fast.get_weights(), portable.get_weights()):
         np.testing.assert_allclose(W, Wp, rtol=1e-12, atol=1e-15)
@@ -324,3 +329,71 @@ def test_release_buffers():
     net.release_buffers()
     assert net._workspace is None
     net.fit(np.ones((32, 20)), np.ones((32, 1)), epochs=1)  # and fit builds them again
+
+
+def test_parameters_stay_views_of_one_buffer_through_fit_and_rollback():
+    """On NumPy the parameters are views of one flat buffer (an undo point or an SGD step is one call). What a user
+    holds from ``net.params`` stays the live parameter through training and through a rollback after divergence."""
+    net = nn_xp.Network([1, 8, 1], backend="numpy", dtype="float64", seed=1)
+    held = net.params["W0"]
+    net.fit(SINE_X, SINE_Y, epochs=5, learning_rate=0.1)
+    assert net.params["W0"] is held and np.shares_memory(held, net._flat)
+    np.testing.assert_array_equal(held, net.get_weights()[0][0])
+    before = net.get_weights()
+    with pytest.raises(FloatingPointError):
+        net.fit(SINE_X, SINE_Y * 1e200, epochs=50, learning_rate=10.0)
+    assert net.params["W0"] is held and all(np.shares_memory(p, net._flat) for p in net._params)
+    for (W, b), (W0, b0) in zip(net.get_weights(), before):
+        assert np.all(np.isfinite(W)) and np.all(np.isfinite(b))
+
+
+def test_an_optimizer_that_returns_new_arrays_keeps_the_flat_buffer_in_step():
+    """Optimizer._update may return a new array; on NumPy it is copied into the parameter's view, so the
+    network's flat buffer (which undo points copy) never goes stale."""
+
+    class CopyingSGD(nn_xp.Optimizer):
+        def _update(self, name, p, g, lr, xp):
+            return p - lr * g  # a new array, not p
+
+        def config(self):
+            return {"learning_rate": self.learning_rate}
+
+    nets = [nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=3) for _ in range(2)]
+    nets[0].fit(SINE_X, SINE_Y, epochs=20, optimizer=CopyingSGD(0.1))
+    nets[1].fit(SINE_X, SINE_Y, epochs=20, optimizer="sgd", learning_rate=0.1)
+    assert all(np.shares_memory(p, nets[0]._flat) for p in nets[0]._params)
+    for (W, b), (Ws, bs) in zip(nets[0].get_weights(), nets[1].get_weights()):
+        np.testing.assert_allclose(W, Ws, rtol=1e-12)
+        np.testing.assert_allclose(b, bs, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_into_a_buffer_equals_the_portable_form(dtype):
+    """The out= sigmoid (through exp in float64 NumPy) equals the portable tanh form, with no overflow warning
+    at the extremes (warnings are errors in this suite)."""
+    import array_api_compat.numpy as xp
+
+    from nn_xp import _kernels
+
+    z = np.concatenate([np.linspace(-40, 40, 801), [-1e4, -800.0, -710.0, 710.0, 800.0, 1e4, 0.0]]).astype(dtype)
+    z = z.reshape(-1, 1)
+    out = np.empty_like(z)
+    fast = _kernels.sigmoid(z, xp, out)
+    assert fast is out
+    eps = np.finfo(dtype).eps
+    # the tanh form is exact to a few eps absolute (it rounds sigmoid(z) < eps/4 to 0), the exp form relative too
+    np.testing.assert_allclose(fast, _kernels.sigmoid(z, xp), rtol=4 * eps, atol=eps)
+    with np.errstate(over="ignore"):
+        exact = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+    np.testing.assert_allclose(fast, exact, rtol=4 * eps, atol=eps if dtype == "float32" else 0.0)
+    assert fast[-7, 0] == 0.0 and fast[-2, 0] == 1.0 and fast[-1, 0] == 0.5
+
+
+def test_outer_product_dot_is_the_matrix_product():
+    from nn_xp.network import _dot
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((50, 1)), rng.standard_normal((1, 7))
+    np.testing.assert_array_equal(_dot(a, b), a * b)
+    np.testing.assert_allclose(_dot(a, b), a @ b, rtol=1e-15)
+    assert _dot(a, b).shape == (50, 7)
