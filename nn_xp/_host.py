@@ -78,6 +78,9 @@ def host_weight(arr: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return host
 
 
-def concatenate_flat(arrays: list[np.ndarray]) -> np.ndarray:
-    """The host arrays raveled end to end, as one 1-D array (a new one)."""
+def concatenate_flat(arrays: list[np.ndarray], bias_column: bool = False) -> np.ndarray:
+    """The host arrays raveled end to end, as one 1-D array (a new one). With ``bias_column``, the first two
+    (``W (n_out, n_in)``, ``b (n_out,)``) go in as one ``(n_out, n_in + 1)`` block, ``b`` its last column."""
+    if bias_column:
+        arrays = [np.concatenate([arrays[0], arrays[1][:, None]], axis=1), *arrays[2:]]
     return np.concatenate([a.ravel() for a in arrays])

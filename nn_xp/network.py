@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-import math
+from itertools import repeat
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Callable, Sequence
@@ -175,8 +175,9 @@ class Network:
         xp = self.backend.xp
         if K.supports_out(xp):
             # one buffer, the parameters views of it: an undo point or a plain SGD step is one call, not one per array
-            flat = xp.asarray(concatenate_flat(new), dtype=self.dtype, device=self.device)
-            self._flat, self._params = flat, _views(flat, [h.shape for h in new], xp)
+            augment = self.layers[0].n_in <= AUGMENT_MAX_INPUTS
+            flat = xp.asarray(concatenate_flat(new, bias_column=augment), dtype=self.dtype, device=self.device)
+            self._flat, self._params = flat, _Flat.of(flat, self.layers, augment, xp)
         else:
             # always copies: training updates in place and must never write into the caller's arrays
             self._flat = None
@@ -201,8 +202,7 @@ class Network:
         if self._flat is None:
             return None
         if self._grad_buffers is None:
-            flat = self.xp.empty_like(self._flat)
-            self._grad_buffers = _Flat(flat, _views(flat, [p.shape for p in self._params], self.xp))
+            self._grad_buffers = self._params.like(self.xp.empty_like(self._flat))
         return self._grad_buffers
 
     def _snapshot(self, params: list[Array] | None = None) -> list[Array]:
@@ -212,8 +212,7 @@ class Network:
         one buffer, so ``_save_into`` and ``_restore`` copy it in one call.
         """
         if params is None and self._flat is not None:
-            flat = self.xp.asarray(self._flat, copy=True)
-            return _Flat(flat, _views(flat, [p.shape for p in self._params], self.xp))
+            return self._params.like(self.xp.asarray(self._flat, copy=True))
         return [self.xp.asarray(p, copy=True) for p in (self._params if params is None else params)]
 
     def _save_into(self, snapshot: list[Array]) -> None:
@@ -245,21 +244,25 @@ class Network:
         X = check_model_array(X, "X", self.backend, self.dtype, self.layers[0].n_in)
         return self._forward(X)
 
-    def _forward(self, A: Array, ws: "Workspace | None" = None) -> list[tuple[Array | None, Array]]:
-        """``[(None, X), (Z, A), ...]``; with a workspace, into its buffers (valid until the next call)."""
+    def _forward(self, A: Array, ws: "Workspace | None" = None,
+                 a_aug: Array | None = None) -> list[tuple[Array | None, Array]]:
+        """``[(None, X), (Z, A), ...]``; with a workspace, into its buffers (valid until the next call).
+
+        ``a_aug``: ``[X, 1]`` (see ``_augmented``), for parameters laid out with an input block.
+        """
         values = [(None, A)]
         xp, p = self.backend.xp, self._params
-        if ws is None:
-            for layer, W, b in zip(self.layers, p[0::2], p[1::2]):
-                Z = _dot(A, W.T)  # (m, n_out)
+        Zs, As = (ws.Z, ws.A) if ws is not None else (repeat(None), repeat(None))
+        for layer, W, b, Z, A_out in zip(self.layers, p[0::2], p[1::2], Zs, As):
+            if a_aug is not None:  # the input layer, bias included: [X, 1] @ [W0 | b0].T
+                Z = K.matmul(a_aug, p.block.T, xp, Z)  # (m, n_out)
+                a_aug = None
+            else:
+                Z = _dot(A, W.T) if Z is None else K.matmul(A, W.T, xp, Z)  # (m, n_out)
                 Z += b
-                A = layer.activation.forward(Z, xp)
-                values.append((Z, A))
-        else:
-            for layer, W, b, Z, A in zip(self.layers, p[0::2], p[1::2], ws.Z, ws.A):
-                Z = K.matmul(values[-1][1], W.T, xp, Z)
-                Z += b
-                values.append((Z, layer.activation.forward(Z, xp, A)))
+            # a user's activation may take no out= (then it never gets a buffer: see Workspace.for_training)
+            A = layer.activation.forward(Z, xp) if A_out is None else layer.activation.forward(Z, xp, A_out)
+            values.append((Z, A))
         return values
 
     @on_device
@@ -273,13 +276,14 @@ class Network:
         return grads[0::2], grads[1::2]
 
     def _gradient(self, values: list[tuple[Array | None, Array]], Y: Array, ws: "Workspace | None" = None,
-                  out: list[Array] | None = None) -> tuple[Array, list[Array]]:
+                  out: "_Flat | None" = None, a_aug: Array | None = None) -> tuple[Array, list[Array]]:
         """Loss (a device scalar) and flat gradients ``[dW0, db0, dW1, db1, ...]``.
 
         With a workspace (fit's), ``values`` are consumed: each layer's spent
         ``A`` takes its derivative and its spent ``Z`` the next ``dA``. With
         ``out`` (fit's gradient buffers, NumPy and CuPy), the gradients land
-        there. Without either, nothing given is written.
+        there; with ``a_aug`` too (``[X, 1]``), the input layer's ``[dW0 | db0]``
+        is one product. Without either, nothing given is written.
         """
         xp, p, layers, last = self.backend.xp, self._params, self.layers, len(self.layers) - 1
         loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp)
@@ -298,12 +302,21 @@ class Network:
             if out is None:
                 grads[2 * i] = dZ.T @ A_prev  # (n_out, n_in)
                 grads[2 * i + 1] = ones @ dZ  # (n_out,) column sums
+            elif i == 0 and a_aug is not None:
+                K.matmul(dZ.T, a_aug, xp, out.block)  # (n_out, n_in + 1): [dW0 | db0]
             else:
                 K.matmul(dZ.T, A_prev, xp, out[2 * i])
                 K.matmul(ones, dZ, xp, out[2 * i + 1])
             if i:  # dA of the layer below, into its spent Z (its backward reads only A)
                 dA = _dot(dZ, p[2 * i]) if ws is None else K.matmul(dZ, p[2 * i], xp, values[i][0])  # (m, n_in)
         return loss, grads
+
+    def _augmented(self, X: Array) -> Array | None:
+        """``[X, 1]`` where the parameters have an input block (see AUGMENT_MAX_INPUTS), else None."""
+        if self._flat is None or self._params.block is None:
+            return None
+        xp = self.backend.xp
+        return xp.concat([X, xp.ones((X.shape[0], 1), dtype=X.dtype, device=self.device)], axis=1)
 
     # ------------------------------------------------------------ user-facing
     def _input(self, X: Any, name: str = "X") -> tuple[Array, bool]:
@@ -410,30 +423,53 @@ class Network:
         return self
 
 
+#: networks with at most this many inputs keep the input layer as one ``[W0 | b0]`` block and fit multiplies
+#: ``[X, 1]`` by it: the bias add and the bias gradient's column sum ride in the matrix products. With few inputs
+#: those passes are a large share of the input layer's work (about 1/n_in of it) and the copy of X with a column
+#: of ones costs little; with many, the reverse
+AUGMENT_MAX_INPUTS = 8
+
+
 class _Flat(list):
-    """Arrays that are views of one flat buffer, ``flat``: copied or updated as a whole in one call."""
+    """``[W0, b0, W1, b1, ...]`` as views of one flat buffer, ``flat``: copied or updated as a whole in one call.
 
-    def __init__(self, flat: Array, views: list[Array]) -> None:
+    ``block`` is the input layer's ``(n_out, n_in + 1)`` block ``[W0 | b0]`` when the layout has one
+    (W0 and b0 are then its strided views), else None.
+    """
+
+    def __init__(self, flat: Array, views: list[Array], block: Array | None, layers: Sequence[Layer],
+                 xp: Any) -> None:
         super().__init__(views)
-        self.flat = flat
+        self.flat, self.block, self.layers, self.xp = flat, block, layers, xp
 
+    @classmethod
+    def of(cls, flat: Array, layers: Sequence[Layer], augment: bool, xp: Any) -> "_Flat":
+        """Views of the 1-D ``flat`` laid out layer after layer (NumPy and CuPy reshape a contiguous slice as a view)."""
+        views, start, block = [], 0, None
+        for i, layer in enumerate(layers):
+            if i == 0 and augment:
+                size = layer.n_out * (layer.n_in + 1)
+                block = xp.reshape(flat[:size], (layer.n_out, layer.n_in + 1))
+                views += [block[:, :layer.n_in], block[:, layer.n_in]]
+            else:
+                size = layer.n_out * layer.n_in
+                views += [xp.reshape(flat[start:start + size], (layer.n_out, layer.n_in)),
+                          flat[start + size:start + size + layer.n_out]]
+                size += layer.n_out
+            start += size
+        return cls(flat, views, block, layers, xp)
 
-def _views(flat: Array, shapes: Sequence[tuple[int, ...]], xp: Any) -> list[Array]:
-    """Consecutive views of the 1-D ``flat`` with these shapes (NumPy and CuPy reshape a contiguous slice as a view)."""
-    views, start = [], 0
-    for shape in shapes:
-        size = math.prod(shape)
-        views.append(xp.reshape(flat[start:start + size], shape))
-        start += size
-    return views
+    def like(self, flat: Array) -> "_Flat":
+        """The same layout over another flat buffer of the same size."""
+        return _Flat.of(flat, self.layers, self.block is not None, self.xp)
 
 
 def _dot(a: Array, b: Array) -> Array:
     """``a @ b``; an outer product (inner size 1, as in the blog's 1-20-1 network) as a broadcast multiply,
-    bit-identical and faster than the BLAS call. It is formed transposed, ``(b.T * a.T).T``: the broadcast's
-    inner loop then runs along the long ``m`` axis (a fifth faster on NumPy), and the result is a
-    column-major ``(m, n)`` that the next elementwise passes and products take as fast."""
-    return (b.T * a.T).T if a.shape[-1] == 1 else a @ b
+    bit-identical and faster than the BLAS call. (Formed transposed, ``(b.T * a.T).T``, the broadcast alone
+    is a fifth faster on NumPy, but its column-major result then meets row-major arrays in the elementwise
+    passes, which costs more than that.)"""
+    return a * b if a.shape[-1] == 1 else a @ b
 
 
 #: below this many elements in the widest layer's ``Z``, fit allocates as the portable path does

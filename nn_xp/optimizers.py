@@ -177,7 +177,8 @@ class SGD(Optimizer):
     def _step_flat(self, params: Array, grads: Array) -> bool:
         if self.momentum or self.weight_decay:
             return False
-        grads *= self.current_learning_rate()  # the blog's step on every parameter in two calls
+        lr = self.learning_rate
+        grads *= lr(self.iterations) if callable(lr) else lr  # the blog's step on every parameter in two calls
         self.iterations += 1
         params -= grads
         return True

@@ -266,22 +266,25 @@ def test_repr_and_properties():
 @pytest.mark.parametrize("batch_size", [None, 7])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 @pytest.mark.parametrize("workspace", [True, False])
-def test_buffered_fast_path_equals_the_portable_path(monkeypatch, hidden, batch_size, optimizer, workspace):
+@pytest.mark.parametrize("n_in", [2, 9])
+def test_buffered_fast_path_equals_the_portable_path(monkeypatch, hidden, batch_size, optimizer, workspace, n_in):
     """fit on NumPy writes into reused buffers (out=): per-layer values (large layers), the gradients and the
-    parameters as views of one flat buffer each, plain SGD as one update. The portable path allocates. Same numbers."""
+    parameters as views of one flat buffer each, plain SGD as one update, and with few inputs the input layer's
+    bias inside the products ([X, 1] @ [W0 | b0].T). The portable path allocates. Same numbers."""
     from nn_xp import _kernels, network
 
     if workspace:
         monkeypatch.setattr(network, "WORKSPACE_MIN_ELEMENTS", 0)  # buffers even for this small network
-    X = np.linspace(-2, 2, 40).reshape(20, 2)
-    Y = np.sin(X[:, :1]) + X[:, 1:] ** 2
+    X = np.linspace(-2, 2, 20 * n_in).reshape(20, n_in)
+    Y = np.sin(X[:, :1]) + X[:, 1:2] ** 2
     kwargs = dict(epochs=6, batch_size=batch_size, optimizer=optimizer, learning_rate=0.01)
-    fast = nn_xp.Network([2, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64")
+    fast = nn_xp.Network([n_in, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64")
     history = fast.fit(X, Y, **kwargs)
     assert (fast._workspace is not None) == workspace
     assert all(np.shares_memory(p, fast._flat) for p in fast._params)
+    assert (fast._params.block is not None) == (n_in <= network.AUGMENT_MAX_INPUTS)
     monkeypatch.setattr(_kernels, "supports_out", lambda xp: False)
-    portable = nn_xp.Network([2, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64")
+    portable = nn_xp.Network([n_in, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64")
     portable_history = portable.fit(X, Y, **kwargs)
     assert portable._workspace is None and portable._flat is None
     np.testing.assert_allclose(history["loss"], portable_history["loss"], rtol=1e-13)
