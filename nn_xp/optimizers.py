@@ -21,6 +21,8 @@ __all__ = ["SGD", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "Optimizer
 
 Schedule = Callable[[int], float]
 
+_EMPTY: dict = {}
+
 
 class Optimizer:
     """Base class: a learning rate (float or schedule) and per-parameter state.
@@ -62,10 +64,34 @@ class Optimizer:
                 else:
                     params[i] = new
 
-    def _step_flat(self, params: Array, grads: Array) -> bool:
-        """One step on all parameters at once, given as one flat buffer and its gradient's;
-        False where the optimizer cannot, and then nothing was done (see SGD)."""
+    def _step_flat(self, params: Any, grads: Any, names: Sequence[str]) -> bool:
+        """One step on all parameters at once: ``params`` and ``grads`` are views of one flat buffer each
+        (``.flat``; network._Flat), so each operation is one call over every parameter. False where the
+        optimizer cannot, and then nothing was done (see SGD and Adam)."""
         return False
+
+    def _flat_slots(self, params: Any, names: Sequence[str]) -> list[Array]:
+        """The state slots as flat buffers shaped like ``params.flat``, ``self.state`` holding views of them.
+
+        Built on first use, and again (copying the values in) whenever ``self.state`` was replaced, as
+        ``load_state_dict`` and an undo point's restore do; otherwise a check of identities."""
+        cache = getattr(self, "_flat_cache", None)
+        if cache is not None and cache[0][0].shape == params.flat.shape:
+            flats, views = cache
+            state = self.state
+            if all(state.get(n, _EMPTY).get(s) is v[i] for s, v in zip(self.slots, views) for i, n in enumerate(names)):
+                return flats
+        xp = params.xp
+        flats = [xp.zeros_like(params.flat) for _ in self.slots]
+        views = [params.like(f) for f in flats]
+        for i, name in enumerate(names):
+            old = self.state.get(name, {})
+            for slot, v in zip(self.slots, views):
+                if slot in old:
+                    v[i][...] = old[slot]
+            self.state[name] = {slot: v[i] for slot, v in zip(self.slots, views)}
+        self._flat_cache = (flats, views)
+        return flats
 
     def _slot(self, name: str, p: Array, xp: Any) -> dict[str, Array]:
         state = self.state.get(name)
@@ -174,13 +200,13 @@ class SGD(Optimizer):
             g *= lr
             params[i] -= g
 
-    def _step_flat(self, params: Array, grads: Array) -> bool:
+    def _step_flat(self, params: Any, grads: Any, names: Sequence[str]) -> bool:
         if self.momentum or self.weight_decay:
             return False
-        lr = self.learning_rate
-        grads *= lr(self.iterations) if callable(lr) else lr  # the blog's step on every parameter in two calls
+        lr, g = self.learning_rate, grads.flat
+        g *= lr(self.iterations) if callable(lr) else lr  # the blog's step on every parameter in two calls
         self.iterations += 1
-        params -= grads
+        params.flat -= g
         return True
 
     def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
@@ -227,29 +253,40 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
         self.epsilon, self.weight_decay = float(epsilon), float(weight_decay)
 
+    def _step_flat(self, params: Any, grads: Any, names: Sequence[str]) -> bool:
+        m, v = self._flat_slots(params, names)
+        lr = self.current_learning_rate()
+        self.iterations += 1
+        self._adam(params.flat, grads.flat, m, v, lr, params.xp)  # every parameter at once, the same arithmetic
+        return True
+
     def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
+        s = self._slot(name, p, xp)
+        p, s["m"], s["v"] = self._adam(p, g, s["m"], s["v"], lr, xp)
+        return p
+
+    def _adam(self, p: Array, g: Array, m: Array, v: Array, lr: float, xp: Any) -> tuple[Array, Array, Array]:
+        """One Adam step on ``p`` in place, its moments ``m`` and ``v`` too; ``g`` is overwritten.
+        Returns the three (new arrays only from a library whose in-place operators rebind)."""
         if self.weight_decay:
             if self.decoupled:
                 p *= 1.0 - lr * self.weight_decay
             else:
                 g += self.weight_decay * p
-        s = self._slot(name, p, xp)
         t = self.iterations
-        m, v = s["m"], s["v"]
         m *= self.beta_1
         m += (1.0 - self.beta_1) * g
         g *= g
         g *= 1.0 - self.beta_2
         v *= self.beta_2
         v += g
-        s["m"], s["v"] = m, v
         denom = xp.sqrt(v)  # sqrt(v_hat) + eps, with v_hat = v / (1 - beta_2^t)
         denom *= 1.0 / math.sqrt(1.0 - self.beta_2 ** t)
         denom += self.epsilon
         update = m / denom
         update *= lr / (1.0 - self.beta_1 ** t)
         p -= update
-        return p
+        return p, m, v
 
     def config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,

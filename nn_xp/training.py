@@ -237,7 +237,7 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                     values = net._forward(X, ws, Xa)
                     correct = None if loss_fn.correct is None else loss_fn.correct(values[-1][1], Y, xp) / m
                     total, grads = net._gradient(values, Y, ws, gbuf, Xa)  # consumes values
-                    if not (step_flat and opt._step_flat(net._flat, gbuf.flat)):
+                    if not (step_flat and opt._step_flat(net._params, gbuf, names)):
                         opt.step(net._params, grads, names, xp=xp)
                     metrics = [total] if correct is None else [total, correct]
                 else:
@@ -253,7 +253,7 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                         if loss_fn.correct is not None:
                             correct = correct + loss_fn.correct(values[-1][1], yb, xp)
                         loss, grads = net._gradient(values, yb, bws, gbuf, xba)
-                        if not (step_flat and opt._step_flat(net._flat, gbuf.flat)):
+                        if not (step_flat and opt._step_flat(net._params, gbuf, names)):
                             opt.step(net._params, grads, names, xp=xp)
                         total = total + loss * (yb.shape[0] / m)
                     metrics = [total] + ([correct / m] if loss_fn.correct is not None else [])

@@ -400,3 +400,23 @@ def test_outer_product_dot_is_the_matrix_product():
     np.testing.assert_array_equal(_dot(a, b), a * b)
     np.testing.assert_allclose(_dot(a, b), a @ b, rtol=1e-15)
     assert _dot(a, b).shape == (50, 7)
+
+
+def test_flat_adam_relinks_its_state_after_it_is_replaced():
+    """Adam on NumPy keeps its moments as one flat buffer per slot, ``state`` holding views of them. Replacing the
+    state (load_state_dict, an undo point's restore) must not lose it: the next step copies it back in."""
+    kwargs = dict(epochs=3, batch_size=8)
+    net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=4)
+    opt = nn_xp.Adam(0.01)
+    net.fit(SINE_X, SINE_Y, optimizer=opt, **kwargs)
+    flat_m = opt._flat_cache[0][0]
+    assert np.shares_memory(opt.state["W1"]["m"], flat_m)
+    opt.load_state_dict(opt.state_dict(), net.params)  # new arrays, no longer views
+    assert not np.shares_memory(opt.state["W1"]["m"], flat_m)
+    net.fit(SINE_X, SINE_Y, **kwargs)  # continues with net.optimizer
+    reference = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=4)
+    reference.fit(SINE_X, SINE_Y, optimizer=nn_xp.Adam(0.01), epochs=6, batch_size=8)
+    for (W, b), (Wr, br) in zip(net.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(W, Wr)
+        np.testing.assert_array_equal(b, br)
+    assert np.shares_memory(opt.state["W1"]["m"], opt._flat_cache[0][0])

@@ -648,18 +648,24 @@ def test_interrupt_in_callback_keeps_the_finished_epoch(backend):
 
 
 def _interrupting_adam(at_step: int, at_param: int) -> nn_xp.Adam:
-    """An Adam raising KeyboardInterrupt at the ``at_param``-th parameter (0-based) of step ``at_step`` (1-based)."""
+    """An Adam raising KeyboardInterrupt in step ``at_step`` (1-based) of the [3, 6, 2] networks below: before
+    the ``at_param``-th parameter's (0-based) update where parameters are updated one by one; where they are
+    updated all at once as one flat buffer (NumPy), right after that update, so the moments and every
+    parameter have moved and the epoch has not ended."""
     opt = nn_xp.Adam(0.01)
-    update, seen = opt._update, []
+    adam, seen, flat_size = opt._adam, [], 3 * 6 + 6 + 6 * 2 + 2
 
-    def _update(name, p, g, lr, xp):
-        if opt.iterations == at_step:  # step() counts the step before updating
-            seen.append(name)
+    def _adam(p, g, m, v, lr, xp):
+        if opt.iterations == at_step:  # a step counts itself before updating
+            seen.append(p)
+            if tuple(p.shape) == (flat_size,):
+                adam(p, g, m, v, lr, xp)
+                raise KeyboardInterrupt
             if len(seen) == at_param + 1:
                 raise KeyboardInterrupt
-        return update(name, p, g, lr, xp)
+        return adam(p, g, m, v, lr, xp)
 
-    opt._update = _update
+    opt._adam = _adam
     return opt
 
 
@@ -683,7 +689,7 @@ def test_continuing_after_interrupt_inside_optimizer_step_equals_uninterrupted(b
     opt = _interrupting_adam(at_step=3 * steps + 1, at_param=1)
     with pytest.raises(KeyboardInterrupt):
         net.fit(X, Y, epochs=6, batch_size=batch_size, optimizer=opt)
-    del opt._update  # back to Adam's
+    del opt._adam  # back to Adam's
     net.fit(X, Y, epochs=3, batch_size=batch_size)  # continues with net.optimizer
     reference = nn_xp.Network([3, 6, 2], ["tanh", "identity"], backend="numpy", dtype="float64", seed=1)
     reference.fit(X, Y, epochs=6, batch_size=batch_size, optimizer=nn_xp.Adam(0.01))
