@@ -201,31 +201,42 @@ class SGD(Optimizer):
             params[i] -= g
 
     def _step_flat(self, params: Any, grads: Any, names: Sequence[str]) -> bool:
-        if self.momentum or self.weight_decay:
-            return False
-        lr, g = self.learning_rate, grads.flat
-        g *= lr(self.iterations) if callable(lr) else lr  # the blog's step on every parameter in two calls
+        if not (self.momentum or self.weight_decay):
+            lr, g = self.learning_rate, grads.flat
+            g *= lr(self.iterations) if callable(lr) else lr  # the blog's step on every parameter in two calls
+            self.iterations += 1
+            params.flat -= g
+            return True
+        v = self._flat_slots(params, names)[0] if self.momentum else None
+        lr = self.current_learning_rate()
         self.iterations += 1
-        params.flat -= g
+        self._sgd(params.flat, grads.flat, v, lr)  # every parameter at once, the same arithmetic
         return True
 
     def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
+        s = self._slot(name, p, xp) if self.momentum else None
+        p, v = self._sgd(p, g, None if s is None else s["velocity"], lr)
+        if s is not None:
+            s["velocity"] = v
+        return p
+
+    def _sgd(self, p: Array, g: Array, v: Array | None, lr: float) -> tuple[Array, Array | None]:
+        """One step on ``p`` in place (and on the velocity ``v``, with momentum); ``g`` is overwritten.
+        Returns both (new arrays only from a library whose in-place operators rebind)."""
         if self.weight_decay:
             g += self.weight_decay * p
         if self.momentum:
-            v = self._slot(name, p, xp)["velocity"]
             v *= self.momentum
             v += g
-            self.state[name]["velocity"] = v
             if self.nesterov:
                 g += self.momentum * v
             else:
                 g = v * lr
                 p -= g
-                return p
+                return p, v
         g *= lr
         p -= g
-        return p
+        return p, v
 
     def config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov,

@@ -420,3 +420,27 @@ def test_flat_adam_relinks_its_state_after_it_is_replaced():
         np.testing.assert_array_equal(W, Wr)
         np.testing.assert_array_equal(b, br)
     assert np.shares_memory(opt.state["W1"]["m"], opt._flat_cache[0][0])
+
+
+@pytest.mark.parametrize("kwargs", [dict(momentum=0.9), dict(momentum=0.9, nesterov=True), dict(weight_decay=0.01),
+                                    dict(momentum=0.5, weight_decay=0.01)])
+def test_sgd_variants_step_all_parameters_at_once_with_the_same_numbers(monkeypatch, kwargs):
+    """On NumPy, SGD with momentum or weight decay steps the flat buffers at once; the portable path (no out=)
+    steps parameter by parameter. Same arithmetic, same numbers."""
+    from nn_xp import _kernels
+
+    def train():
+        net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=5)
+        net.fit(SINE_X, SINE_Y, epochs=8, batch_size=10, optimizer=nn_xp.SGD(0.05, **kwargs))
+        return net
+
+    flat = train()
+    assert flat._flat is not None
+    if kwargs.get("momentum"):
+        assert np.shares_memory(flat.optimizer.state["W0"]["velocity"], flat.optimizer._flat_cache[0][0])
+    monkeypatch.setattr(_kernels, "supports_out", lambda xp: False)
+    portable = train()
+    assert portable._flat is None
+    for (W, b), (Wp, bp) in zip(flat.get_weights(), portable.get_weights()):
+        np.testing.assert_allclose(W, Wp, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(b, bp, rtol=1e-13, atol=1e-15)
