@@ -192,7 +192,7 @@ class SGD(Optimizer):
         self.slots = ("velocity",) if momentum else ()
 
     def step(self, params: list[Array], grads: Sequence[Array], names: Sequence[str], *, xp: Any = None) -> None:
-        if self.momentum or self.weight_decay:
+        if self.momentum or self.weight_decay or type(self)._update is not SGD._update:
             return super().step(params, grads, names, xp=xp)
         lr = self.current_learning_rate()  # the blog's step, W -= lr * dW, without per-parameter dispatch
         self.iterations += 1
@@ -201,6 +201,8 @@ class SGD(Optimizer):
             params[i] -= g
 
     def _step_flat(self, params: Any, grads: Any, names: Sequence[str]) -> bool:
+        if type(self)._update is not SGD._update:
+            return False  # a subclass with its own rule: it goes parameter by parameter
         if not (self.momentum or self.weight_decay):
             lr, g = self.learning_rate, grads.flat
             g *= lr(self.iterations) if callable(lr) else lr  # the blog's step on every parameter in two calls
@@ -265,6 +267,8 @@ class Adam(Optimizer):
         self.epsilon, self.weight_decay = float(epsilon), float(weight_decay)
 
     def _step_flat(self, params: Any, grads: Any, names: Sequence[str]) -> bool:
+        if type(self)._update is not Adam._update:
+            return False  # a subclass with its own rule: it goes parameter by parameter
         m, v = self._flat_slots(params, names)
         lr = self.current_learning_rate()
         self.iterations += 1

@@ -444,3 +444,23 @@ def test_sgd_variants_step_all_parameters_at_once_with_the_same_numbers(monkeypa
     for (W, b), (Wp, bp) in zip(flat.get_weights(), portable.get_weights()):
         np.testing.assert_allclose(W, Wp, rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(b, bp, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("base", [nn_xp.SGD, nn_xp.Adam])
+def test_a_subclass_with_its_own_update_rule_is_followed_on_numpy(base):
+    """The all-at-once step on NumPy must not bypass a subclass's own ``_update``."""
+    calls = []
+
+    class Clipped(base):
+        def _update(self, name, p, g, lr, xp):
+            calls.append(name)
+            g = xp.clip(g, -1e-3, 1e-3)
+            p -= lr * g
+            return p
+
+    net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=6)
+    before = net.get_weights()
+    net.fit(SINE_X, SINE_Y, epochs=2, optimizer=Clipped(0.5))
+    assert calls[:4] == ["W0", "b0", "W1", "b1"] and len(calls) == 8
+    for (W, b), (W0, b0) in zip(net.get_weights(), before):
+        assert np.max(np.abs(W - W0)) <= 2 * 0.5 * 1e-3 + 1e-15
