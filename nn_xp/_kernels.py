@@ -16,7 +16,7 @@ from array_api_compat import is_cupy_namespace, is_numpy_namespace
 
 from ._typing import Array, Namespace
 
-__all__ = ["matmul", "maximum", "multiply", "rsub", "sigmoid", "supports_out", "tanh"]
+__all__ = ["matmul", "matmul_function", "maximum", "multiply", "rsub", "sigmoid", "supports_out", "tanh"]
 
 _NATIVE: dict[str, Any] = {}
 
@@ -32,6 +32,18 @@ def _native(xp: Namespace) -> Any:
     if module is None:
         module = _NATIVE[xp.__name__] = importlib.import_module("cupy" if is_cupy_namespace(xp) else "numpy")
     return module
+
+
+def matmul_function(xp: Namespace) -> Any:
+    """``f(a, b, out=None) -> a @ b`` (into ``out`` where given): the library's own ``matmul`` where it takes
+    ``out=`` (one C call, no Python frame: the tiny-network loop calls it several times an epoch)."""
+    if supports_out(xp):
+        return _native(xp).matmul
+    return _portable_matmul
+
+
+def _portable_matmul(a: Array, b: Array, out: None = None) -> Array:
+    return a @ b
 
 
 def matmul(a: Array, b: Array, xp: Namespace, out: Array | None = None) -> Array:

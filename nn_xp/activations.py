@@ -68,7 +68,7 @@ def _sigmoid_derivative(z: Array, a: Array, xp: Namespace) -> Array:
 
 def _sigmoid_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
     dA *= a  # dA * a * (1 - a), with (1 - a) written over the spent a when allowed
-    dA *= K.rsub(1.0, a, xp, inplace=consume)
+    dA *= K.rsub(1.0, a, xp, inplace=True) if consume else 1.0 - a
     return dA
 
 
@@ -138,7 +138,7 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("softmax", _softmax, None, None),
     )
 }
-ACTIVATIONS["linear"] = ACTIVATIONS["identity"]
+ACTIVATIONS["linear"] = IDENTITY = ACTIVATIONS["identity"]
 
 
 def get_activation(name: str | Activation) -> Activation:

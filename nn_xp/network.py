@@ -11,7 +11,7 @@ from . import _kernels as K, backends
 from ._host import concatenate_flat, host_weight, initial_weights, make_rng, to_host_array
 from ._typing import Array
 from ._validation import as_model_array, check_model_array, check_same_samples
-from .activations import ACTIVATIONS, Activation, get_activation
+from .activations import ACTIVATIONS, IDENTITY, Activation, get_activation
 from .losses import Loss, get_loss
 
 __all__ = ["Layer", "Network", "Workspace"]
@@ -251,17 +251,20 @@ class Network:
         ``a_aug``: ``[X, 1]`` (see ``_augmented``), for parameters laid out with an input block.
         """
         values = [(None, A)]
-        xp, p = self.backend.xp, self._params
+        xp, p, matmul = self.backend.xp, self._params, K.matmul_function(self.backend.xp)
         Zs, As = (ws.Z, ws.A) if ws is not None else (repeat(None), repeat(None))
         for layer, W, b, Z, A_out in zip(self.layers, p[0::2], p[1::2], Zs, As):
             if a_aug is not None:  # the input layer, bias included: [X, 1] @ [W0 | b0].T
-                Z = K.matmul(a_aug, p.block.T, xp, Z)  # (m, n_out)
+                Z = matmul(a_aug, p.block.T, out=Z)  # (m, n_out)
                 a_aug = None
             else:
-                Z = _dot(A, W.T) if Z is None else K.matmul(A, W.T, xp, Z)  # (m, n_out)
+                Z = _dot(A, W.T) if Z is None else matmul(A, W.T, out=Z)  # (m, n_out)
                 Z += b
-            # a user's activation may take no out= (then it never gets a buffer: see Workspace.for_training)
-            A = layer.activation.forward(Z, xp) if A_out is None else layer.activation.forward(Z, xp, A_out)
+            activation = layer.activation
+            if activation is IDENTITY:
+                A = Z
+            else:  # a user's activation may take no out= (then it never gets a buffer: see Workspace.for_training)
+                A = activation.forward(Z, xp) if A_out is None else activation.forward(Z, xp, A_out)
             values.append((Z, A))
         return values
 
@@ -286,13 +289,14 @@ class Network:
         is one product. Without either, nothing given is written.
         """
         xp, p, layers, last = self.backend.xp, self._params, self.layers, len(self.layers) - 1
+        matmul = K.matmul_function(xp)
         loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp)
         fused = self.loss_fn.fused_with is not None
         ones = self._ones(Y.shape[0])
         grads: list[Array] = [None] * (2 * len(layers)) if out is None else out
         for i in range(last, -1, -1):
             Z, A = values[i + 1]
-            if fused and i == last:
+            if (fused and i == last) or layers[i].activation is IDENTITY:
                 dZ = dA
             elif ws is None:
                 dZ = layers[i].activation.backward(dA, Z, A, xp)
@@ -303,12 +307,12 @@ class Network:
                 grads[2 * i] = dZ.T @ A_prev  # (n_out, n_in)
                 grads[2 * i + 1] = ones @ dZ  # (n_out,) column sums
             elif i == 0 and a_aug is not None:
-                K.matmul(dZ.T, a_aug, xp, out.block)  # (n_out, n_in + 1): [dW0 | db0]
+                matmul(dZ.T, a_aug, out=out.block)  # (n_out, n_in + 1): [dW0 | db0]
             else:
-                K.matmul(dZ.T, A_prev, xp, out[2 * i])
-                K.matmul(ones, dZ, xp, out[2 * i + 1])
+                matmul(dZ.T, A_prev, out=out[2 * i])
+                matmul(ones, dZ, out=out[2 * i + 1])
             if i:  # dA of the layer below, into its spent Z (its backward reads only A)
-                dA = _dot(dZ, p[2 * i]) if ws is None else K.matmul(dZ, p[2 * i], xp, values[i][0])  # (m, n_in)
+                dA = _dot(dZ, p[2 * i]) if ws is None else matmul(dZ, p[2 * i], out=values[i][0])  # (m, n_in)
         return loss, grads
 
     def _augmented(self, X: Array) -> Array | None:
