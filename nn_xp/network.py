@@ -448,7 +448,7 @@ class _Flat(list):
 
     @classmethod
     def of(cls, flat: Array, layers: Sequence[Layer], augment: bool, xp: Any) -> "_Flat":
-        """Views of the 1-D ``flat`` laid out layer after layer (NumPy and CuPy reshape a contiguous slice as a view)."""
+        """Views of the 1-D ``flat``, layer after layer (NumPy and CuPy reshape a contiguous slice as a view)."""
         views, start, block = [], 0, None
         for i, layer in enumerate(layers):
             if i == 0 and augment:
