@@ -16,7 +16,7 @@ from array_api_compat import is_cupy_namespace, is_numpy_namespace
 
 from ._typing import Array, Namespace
 
-__all__ = ["matmul", "matmul_function", "maximum", "multiply", "rsub", "sigmoid", "supports_out", "tanh"]
+__all__ = ["matmul_function", "maximum", "multiply", "rsub", "sigmoid", "supports_out", "tanh"]
 
 _NATIVE: dict[str, Any] = {}
 
@@ -44,13 +44,6 @@ def matmul_function(xp: Namespace) -> Any:
 
 def _portable_matmul(a: Array, b: Array, out: None = None) -> Array:
     return a @ b
-
-
-def matmul(a: Array, b: Array, xp: Namespace, out: Array | None = None) -> Array:
-    """``a @ b``, into ``out`` where the library can."""
-    if out is None:
-        return a @ b
-    return _native(xp).matmul(a, b, out=out)
 
 
 def multiply(a: Array, b: Any, xp: Namespace, out: Array | None = None) -> Array:

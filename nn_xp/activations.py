@@ -59,7 +59,7 @@ def _identity_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bo
 
 
 # --- sigmoid ----------------------------------------------------------------
-_sigmoid = K.sigmoid  # 0.5 + 0.5 tanh(z / 2): no exp overflow, no warning, for any z
+_sigmoid = K.sigmoid  # never an overflow warning, for any z (see _kernels.sigmoid)
 
 
 def _sigmoid_derivative(z: Array, a: Array, xp: Namespace) -> Array:

@@ -64,6 +64,12 @@ class Optimizer:
                 else:
                     params[i] = new
 
+    def _step_network(self, net: Any, grads: list[Array], flat_grads: Any, names: Sequence[str], xp: Any) -> None:
+        """fit's step: all at once where the network's parameters and ``flat_grads`` are flat buffers and this
+        optimizer can (``_step_flat``), else parameter by parameter (``step``)."""
+        if flat_grads is None or not self._step_flat(net._params, flat_grads, names):
+            self.step(net._params, grads, names, xp=xp)
+
     def _step_flat(self, params: Any, grads: Any, names: Sequence[str]) -> bool:
         """One step on all parameters at once: ``params`` and ``grads`` are views of one flat buffer each
         (``.flat``; network._Flat), so each operation is one call over every parameter. False where the

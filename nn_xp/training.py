@@ -162,9 +162,6 @@ def _optimizer_and_history(net: Any, optimizer: Any, learning_rate: Any, resume_
     return opt, start, history
 
 
-_NO_STATE: dict = {}  # a stateless optimizer's undo point (never written)
-
-
 class _UndoPoints:
     """The state at the start of this epoch and of the previous one: weights, optimizer state, shuffle RNG.
 
@@ -176,20 +173,17 @@ class _UndoPoints:
         self.net, self.opt, self.with_rng = net, opt, with_rng
         self.writeable = is_writeable_array(net._params[0])
         self.params = [net._snapshot(), net._snapshot()]  # one flat copy each where the parameters share a buffer
-        self.flat = [p.flat for p in self.params] if net._flat is not None else None
         self.opt_state: list[Any] = [None, None]
         self.rng: list[Any] = [None, None]
 
     def save(self, epoch: int) -> None:
         i = epoch % 2
-        if self.flat is not None:
-            self.flat[i][...] = self.net._flat
-        elif self.writeable:
+        if self.writeable:
             self.net._save_into(self.params[i])
         else:
             self.params[i] = self.net._snapshot()
         opt = self.opt
-        self.opt_state[i] = opt._save_state(self.opt_state[i]) if opt.state else (opt.iterations, _NO_STATE)
+        self.opt_state[i] = opt._save_state(self.opt_state[i]) if opt.state else (opt.iterations, {})
         if self.with_rng:
             self.rng[i] = rng_state(self.net.rng)
 
@@ -208,14 +202,12 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
     if Xv is not None:
         keys += ["val_loss"] + (["val_accuracy"] if loss_fn.classification else [])
     columns = [history.history.setdefault(k, []) for k in keys]
-    loss_column, epochs_column = columns[0], history.epoch
     xp, device, names = net.xp, net.device, net.param_names
     m = X.shape[0]
     full_batch = batch_size is None or batch_size >= m
     undo = _UndoPoints(net, opt, with_rng=shuffle and not full_batch)
     ws = Workspace.for_training(net, m if full_batch else batch_size)  # buffers reused every epoch
     gbuf = net._gradient_buffers()  # None without out=; else the gradients, one flat buffer like the parameters'
-    step_flat = gbuf is not None
     Xa = net._augmented(X)  # [X, 1] for a network with few inputs (see network.AUGMENT_MAX_INPUTS), else None
     if checkpoint is not None:
         from .io import save_checkpoint
@@ -237,8 +229,7 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                     values = net._forward(X, ws, Xa)
                     correct = None if loss_fn.correct is None else loss_fn.correct(values[-1][1], Y, xp) / m
                     total, grads = net._gradient(values, Y, ws, gbuf, Xa)  # consumes values
-                    if not (step_flat and opt._step_flat(net._params, gbuf, names)):
-                        opt.step(net._params, grads, names, xp=xp)
+                    opt._step_network(net, grads, gbuf, names, xp)
                     metrics = [total] if correct is None else [total, correct]
                 else:
                     order = (xp.asarray(permutation(net.rng, m), device=device) if shuffle
@@ -253,8 +244,7 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                         if loss_fn.correct is not None:
                             correct = correct + loss_fn.correct(values[-1][1], yb, xp)
                         loss, grads = net._gradient(values, yb, bws, gbuf, xba)
-                        if not (step_flat and opt._step_flat(net._params, gbuf, names)):
-                            opt.step(net._params, grads, names, xp=xp)
+                        opt._step_network(net, grads, gbuf, names, xp)
                         total = total + loss * (yb.shape[0] / m)
                     metrics = [total] + ([correct / m] if loss_fn.correct is not None else [])
                 if Xv is not None:
@@ -263,22 +253,13 @@ def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, 
                     if loss_fn.correct is not None:
                         metrics.append(loss_fn.correct(av, Yv, xp) / Xv.shape[0])
                 # the one host read of the epoch
-                if len(metrics) == 1:  # the loss alone: no list to build
-                    host = float(total)
-                    finite = math.isfinite(host)
-                    if finite:
-                        loss_column.append(host)
-                    host = [host]
-                else:
-                    host = backends.to_numpy(xp.stack(metrics)).tolist()
-                    finite = all(map(math.isfinite, host))
-                    if finite:
-                        for column, value in zip(columns, host):
-                            column.append(value)
-                if not finite:
+                host = [float(total)] if len(metrics) == 1 else backends.to_numpy(xp.stack(metrics)).tolist()
+                if not all(map(math.isfinite, host)):
                     failure = (max(epoch - 1, start), dict(zip(keys, host)), f"in epoch {epoch}")
                     break
-                epochs_column.append(epoch)
+                for column, value in zip(columns, host):
+                    column.append(value)
+                history.epoch.append(epoch)
                 done, dirty = epoch + 1, False
                 if checkpoint is not None and done % checkpoint_every == 0:
                     save_checkpoint(checkpoint, net, opt, done, history)  # before a callback can stop us
