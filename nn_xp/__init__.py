@@ -8,19 +8,20 @@ from __future__ import annotations
 from .activations import ACTIVATIONS, Activation
 from .backends import (BACKENDS, Backend, BackendUnavailableError, available_backends, resolve_backend,
                        to_numpy)
+from ._version import __version__
 from .callbacks import Callback, EarlyStopping, LambdaCallback, StopTraining
+from .checkpoint import load_checkpoint, save_checkpoint
+from .engine import ENGINES
+from .history import History
 from .io import ModelFileError, load, save
 from .losses import LOSSES, Loss
 from .network import Layer, Network
 from .optimizers import SGD, Adam, AdamW, CosineDecay, ExponentialDecay, Optimizer, StepDecay
-from .training import History
-
-__version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "BACKENDS", "LOSSES",
+    "ACTIVATIONS", "BACKENDS", "ENGINES", "LOSSES", "__version__",
     "Activation", "Adam", "AdamW", "Backend", "BackendUnavailableError", "Callback", "CosineDecay",
     "EarlyStopping", "ExponentialDecay", "History", "LambdaCallback", "Layer", "Loss", "Network",
     "ModelFileError", "Optimizer", "SGD", "StepDecay", "StopTraining",
-    "available_backends", "load", "resolve_backend", "save", "to_numpy",
+    "available_backends", "load", "load_checkpoint", "resolve_backend", "save", "save_checkpoint", "to_numpy",
 ]

@@ -68,7 +68,7 @@ class _ScikitStopping(EarlyStopping):
         if (value > self.best) if self.maximize else (value < self.best):
             self.best, self.best_epoch = value, epoch
             if self.restore_best_weights:
-                self.best_weights = self.net._snapshot()
+                self.best_weights = self.net.snapshot()
         if self.wait < self.patience:
             return
         opt = self.net.optimizer

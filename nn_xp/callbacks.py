@@ -14,7 +14,17 @@ class StopTraining(Exception):
 
 
 class Callback:
-    """Hooks called by ``fit``; ``logs`` holds the epoch's host floats (``loss``, ``val_loss``, ...)."""
+    """Hooks called by ``fit``; ``logs`` holds the epoch's host floats (``loss``, ``val_loss``, ...).
+
+    ``self.run`` is the fit in progress (:class:`nn_xp.training.Run`), set before
+    ``on_train_begin``: ``run.weights_for(key)`` gives device copies of the
+    weights an epoch's ``logs[key]`` describes, and ``run.net`` the network.
+    """
+
+    run: Any = None
+
+    def set_run(self, run: Any) -> None:
+        self.run = run
 
     def on_train_begin(self, net: Any) -> None:
         pass
@@ -82,10 +92,9 @@ class EarlyStopping(Callback):
         value = logs[self.monitor]
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best_weights:
-                # the weights the value describes: in full batch, a training metric is the start of the epoch's
-                measured = None if self.monitor.startswith("val_") else self.net._metric_weights
-                self.best_weights = self.net._snapshot(measured)
+            if self.restore_best_weights:  # the weights the value describes (see Run.weights_for)
+                self.best_weights = (self.run.weights_for(self.monitor) if self.run is not None
+                                     else self.net.snapshot())
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -94,4 +103,4 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, net: Any) -> None:
         if self.restore_best_weights and self.best_weights is not None:
-            net._restore(self.best_weights)
+            net.restore(self.best_weights)

@@ -15,8 +15,9 @@ from array_api_compat import array_namespace, device as array_device, is_writeab
 
 from ._typing import Array
 from ._validation import check_positive
+from .backends import to_numpy
 
-__all__ = ["SGD", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "Optimizer", "StepDecay",
+__all__ = ["SGD", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "Optimizer", "OptimizerSnapshot", "StepDecay",
            "get_optimizer"]
 
 Schedule = Callable[[int], float]
@@ -25,20 +26,26 @@ _EMPTY: dict = {}
 
 
 class Optimizer:
-    """Base class: a learning rate (float or schedule) and per-parameter state.
+    """Base class: a learning rate (float or schedule), a step count and per-parameter state.
 
-    Subclasses implement ``_update(name, p, g, lr, xp)`` returning the new
-    parameter (the same object when updated in place). ``step`` consumes the
-    gradients: they may be overwritten.
+    A subclass writes its rule once, in :meth:`update`; the base class applies it
+    to a list of parameters one by one, or, where parameters and gradients are
+    views of one flat buffer each (:class:`~nn_xp.engine.FlatParameters`), to all
+    of them at once in one call per operation. A rule that is not elementwise
+    (one that looks at a whole parameter, such as a per-layer norm) sets
+    ``elementwise = False`` and is always applied parameter by parameter.
     """
 
     #: names of the per-parameter state slots, e.g. ("m", "v")
     slots: tuple[str, ...] = ()
+    #: whether ``update`` acts element by element, so one call may cover every parameter at once
+    elementwise = True
 
     def __init__(self, learning_rate: float | Schedule) -> None:
         self.set_learning_rate(learning_rate)
         self.iterations = 0
         self.state: dict[str, dict[str, Array]] = {}
+        self._flat: tuple[list[Array], Any] | None = None  # the slots as flat buffers, see _flat_state
 
     def set_learning_rate(self, learning_rate: float | Schedule) -> None:
         """A new rate (or schedule) from the next step on; the state is kept."""
@@ -50,88 +57,112 @@ class Optimizer:
         lr = self.learning_rate
         return float(lr(self.iterations)) if callable(lr) else lr
 
-    def step(self, params: list[Array], grads: Sequence[Array], names: Sequence[str], *, xp: Any = None) -> None:
-        """Update ``params`` (a list, updated item by item in place) from ``grads``."""
+    def update(self, p: Array, g: Array, state: dict[str, Array], lr: float, xp: Any) -> Array:
+        """The rule: one step on ``p`` from ``g`` at rate ``lr``; returns the new ``p``.
+
+        ``p`` and ``state[slot]`` are updated in place where the library allows
+        (then ``p`` itself is returned), else new arrays are returned and put in
+        ``state``. ``g`` may be overwritten. ``self.iterations`` already counts
+        this step. The arrays are one parameter's, or every parameter's at once.
+        """
+        raise NotImplementedError
+
+    def step(self, params: list[Array], grads: Sequence[Array], names: Sequence[str] | None = None, *,
+             xp: Any = None) -> None:
+        """One step on ``params`` (a list; items are replaced where arrays are immutable) from ``grads``.
+
+        ``names`` key the state (default ``W0, b0, W1, ...``). Where both lists
+        are views of one flat buffer each, the rule runs once over all of them.
+        """
+        names = _default_names(len(params)) if names is None else names
+        flat_p, flat_g = getattr(params, "flat", None), getattr(grads, "flat", None)
         lr = self.current_learning_rate()
         self.iterations += 1
+        if flat_p is not None and flat_g is not None and self.elementwise:
+            state = self._flat_state(params, names) if self.slots else {}
+            new = self.update(flat_p, flat_g, state, lr, params.xp)
+            if new is not flat_p:  # a rule that made new arrays: back into the buffers the views share
+                flat_p[...] = new
+            for slot, buffer in zip(self.slots, self._flat[0] if self.slots else ()):
+                if state[slot] is not buffer:
+                    buffer[...] = state[slot]
+                    state[slot] = buffer
+            return
         xp = array_namespace(params[0]) if xp is None else xp
         for i, (name, g) in enumerate(zip(names, grads)):
             p = params[i]
-            new = self._update(name, p, g, lr, xp)
-            if new is not p:  # an _update that made a new array
+            state = self.state.get(name) if self.slots else {}  # a stateless rule keeps no entries
+            if state is None:
+                state = self.state[name] = {s: xp.zeros_like(p) for s in self.slots}
+            new = self.update(p, g, state, lr, xp)
+            if new is not p:
                 if is_writeable_array(p):
                     p[...] = new  # into the parameter's own buffer, which may be a view the network relies on
                 else:
                     params[i] = new
 
-    def _step_network(self, net: Any, grads: list[Array], flat_grads: Any, names: Sequence[str], xp: Any) -> None:
-        """fit's step: all at once where the network's parameters and ``flat_grads`` are flat buffers and this
-        optimizer can (``_step_flat``), else parameter by parameter (``step``)."""
-        if flat_grads is None or not self._step_flat(net._params, flat_grads, names):
-            self.step(net._params, grads, names, xp=xp)
+    def _flat_state(self, params: Any, names: Sequence[str]) -> dict[str, Array]:
+        """The slots as flat buffers laid out like ``params.flat``, ``self.state`` holding views of them.
 
-    def _step_flat(self, params: Any, grads: Any, names: Sequence[str]) -> bool:
-        """One step on all parameters at once: ``params`` and ``grads`` are views of one flat buffer each
-        (``.flat``; network._Flat), so each operation is one call over every parameter. False where the
-        optimizer cannot, and then nothing was done (see SGD and Adam)."""
-        return False
+        Built on first use, and again (copying the values in) whenever ``self.state``
+        no longer holds those views, as after ``load_state_dict`` or ``reset``."""
+        flat = self._flat
+        if flat is None or flat[2] != tuple(names) or flat[0][0].shape != params.flat.shape \
+                or not self._holds_flat_views():
+            flats = [params.xp.zeros_like(params.flat) for _ in self.slots]
+            views = [params.like(f) for f in flats]
+            for i, name in enumerate(names):
+                old = self.state.get(name, {})
+                for slot, v in zip(self.slots, views):
+                    if slot in old:
+                        v[i][...] = old[slot]
+                self.state[name] = {slot: v[i] for slot, v in zip(self.slots, views)}
+            flat = self._flat = (flats, views, tuple(names))
+        return dict(zip(self.slots, flat[0]))
 
-    def _flat_slots(self, params: Any, names: Sequence[str]) -> list[Array]:
-        """The state slots as flat buffers shaped like ``params.flat``, ``self.state`` holding views of them.
+    def _holds_flat_views(self) -> bool:
+        """Whether ``self.state`` is exactly the views of the flat slot buffers (nothing replaced since)."""
+        if self._flat is None or not self.slots:
+            return False
+        _, views, names = self._flat
+        state = self.state
+        return len(state) == len(names) and all(
+            state.get(n, _EMPTY).get(s) is v[i] for s, v in zip(self.slots, views) for i, n in enumerate(names))
 
-        Built on first use, and again (copying the values in) whenever ``self.state`` was replaced, as
-        ``load_state_dict`` and an undo point's restore do; otherwise a check of identities."""
-        cache = getattr(self, "_flat_cache", None)
-        if cache is not None and cache[0][0].shape == params.flat.shape:
-            flats, views = cache
-            state = self.state
-            if all(state.get(n, _EMPTY).get(s) is v[i] for s, v in zip(self.slots, views) for i, n in enumerate(names)):
-                return flats
-        xp = params.xp
-        flats = [xp.zeros_like(params.flat) for _ in self.slots]
-        views = [params.like(f) for f in flats]
-        for i, name in enumerate(names):
-            old = self.state.get(name, {})
-            for slot, v in zip(self.slots, views):
-                if slot in old:
-                    v[i][...] = old[slot]
-            self.state[name] = {slot: v[i] for slot, v in zip(self.slots, views)}
-        self._flat_cache = (flats, views)
-        return flats
+    # ------------------------------------------------------------ undo points
+    def snapshot(self, into: "OptimizerSnapshot | None" = None) -> "OptimizerSnapshot":
+        """Device copies of the step count and state (an undo point), into ``into``'s buffers where they fit."""
+        if not self.state:  # stateless (plain SGD) or not started
+            return OptimizerSnapshot(self.iterations, {})
+        if self._holds_flat_views():  # one copy per slot, whatever the number of parameters
+            flats, views, names = self._flat
+            if into is not None and into.names == names and _same_shapes(into.flats, flats):
+                for saved, f in zip(into.flats, flats):
+                    saved[...] = f
+                into.iterations = self.iterations
+                return into
+            return OptimizerSnapshot(self.iterations, {}, [_copy(f) for f in flats], names, views[0])
+        if into is not None and into.flats is None and _same_shapes(_leaves(into.state), _leaves(self.state)) \
+                and into.state.keys() == self.state.keys() and all(map(is_writeable_array, _leaves(into.state))):
+            for saved, a in zip(_leaves(into.state), _leaves(self.state)):
+                saved[...] = a
+            into.iterations = self.iterations
+            return into
+        return OptimizerSnapshot(self.iterations, {n: {s: _copy(a) for s, a in slots.items()}
+                                                   for n, slots in self.state.items()})
 
-    def _slot(self, name: str, p: Array, xp: Any) -> dict[str, Array]:
-        state = self.state.get(name)
-        if state is None:
-            state = self.state[name] = {s: xp.zeros_like(p) for s in self.slots}
-        return state
-
-    def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
-        raise NotImplementedError
-
-    def _save_state(self, saved: tuple[int, dict] | None) -> tuple[int, dict]:
-        """Copy the step count and state into ``saved``'s device buffers (reused when they fit): an undo point."""
-        if not self.state:  # stateless (plain SGD) or not started: only the step count
-            return self.iterations, {}
-        buffers = saved[1] if saved is not None else {}
-        if buffers.keys() != self.state.keys():
-            buffers = {n: {s: array_namespace(a).asarray(a, copy=True) for s, a in slots.items()}
-                       for n, slots in self.state.items()}
-        else:
-            for name, slots in self.state.items():
-                for slot, a in slots.items():
-                    if is_writeable_array(buffers[name][slot]):
-                        buffers[name][slot][...] = a
-                    else:
-                        buffers[name][slot] = array_namespace(a).asarray(a, copy=True)
-        return self.iterations, buffers
-
-    def _load_state(self, saved: tuple[int, dict] | None) -> None:
-        """Return to a :meth:`_save_state` undo point."""
-        if saved is None:
-            return
-        self.iterations = saved[0]
-        self.state = {n: {s: array_namespace(a).asarray(a, copy=True) for s, a in slots.items()}
-                      for n, slots in saved[1].items()}
+    def restore(self, snapshot: "OptimizerSnapshot") -> None:
+        """Return to a :meth:`snapshot` undo point."""
+        self.iterations = snapshot.iterations
+        if snapshot.flats is None:
+            self.state = {n: {s: _copy(a) for s, a in slots.items()} for n, slots in snapshot.state.items()}
+        elif self._holds_flat_views() and self._flat[2] == snapshot.names:
+            for f, saved in zip(self._flat[0], snapshot.flats):
+                f[...] = saved  # in place: the views in self.state stay valid
+        else:  # the state was replaced since: rebuild it (the next flat step links it again)
+            views = [snapshot.layout.like(f) for f in snapshot.flats]
+            self.state = {n: {s: _copy(v[i]) for s, v in zip(self.slots, views)}
+                          for i, n in enumerate(snapshot.names)}
 
     def reset(self) -> None:
         """Forget the state (moments, step count) and start afresh."""
@@ -144,8 +175,6 @@ class Optimizer:
 
     def state_dict(self) -> dict[str, Any]:
         """Host copies of the state: ``{"iterations", "state": {name: {slot: numpy array}}}``."""
-        from .backends import to_numpy
-
         return {"iterations": self.iterations,
                 "state": {n: {s: to_numpy(a).copy() for s, a in slots.items()} for n, slots in self.state.items()}}
 
@@ -174,6 +203,31 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
+class OptimizerSnapshot:
+    """An optimizer's step count and device copies of its state: per parameter (``state``), or as the flat
+    slot buffers (``flats``, for the parameters ``names`` laid out as ``layout``) when the state was views of them."""
+
+    def __init__(self, iterations: int, state: dict[str, dict[str, Array]], flats: list[Array] | None = None,
+                 names: tuple[str, ...] = (), layout: Any = None) -> None:
+        self.iterations, self.state, self.flats, self.names, self.layout = iterations, state, flats, names, layout
+
+
+def _leaves(state: dict[str, dict[str, Array]]) -> list[Array]:
+    return [a for slots in state.values() for a in slots.values()]
+
+
+def _same_shapes(a: list[Array], b: list[Array]) -> bool:
+    return len(a) == len(b) and all(x.shape == y.shape for x, y in zip(a, b))
+
+
+def _copy(a: Array) -> Array:
+    return array_namespace(a).asarray(a, copy=True)
+
+
+def _default_names(n: int) -> list[str]:
+    return [f"{k}{i}" for i in range(n // 2) for k in ("W", "b")]
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent, optionally with (Nesterov) momentum and L2 weight decay.
 
@@ -197,54 +251,23 @@ class SGD(Optimizer):
         self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
         self.slots = ("velocity",) if momentum else ()
 
-    def step(self, params: list[Array], grads: Sequence[Array], names: Sequence[str], *, xp: Any = None) -> None:
-        if self.momentum or self.weight_decay or type(self)._update is not SGD._update:
-            return super().step(params, grads, names, xp=xp)
-        lr = self.current_learning_rate()  # the blog's step, W -= lr * dW, without per-parameter dispatch
-        self.iterations += 1
-        for i, g in enumerate(grads):
-            g *= lr
-            params[i] -= g
-
-    def _step_flat(self, params: Any, grads: Any, names: Sequence[str]) -> bool:
-        if type(self)._update is not SGD._update:
-            return False  # a subclass with its own rule: it goes parameter by parameter
-        if not (self.momentum or self.weight_decay):
-            lr, g = self.learning_rate, grads.flat
-            g *= lr(self.iterations) if callable(lr) else lr  # the blog's step on every parameter in two calls
-            self.iterations += 1
-            params.flat -= g
-            return True
-        v = self._flat_slots(params, names)[0] if self.momentum else None
-        lr = self.current_learning_rate()
-        self.iterations += 1
-        self._sgd(params.flat, grads.flat, v, lr)  # every parameter at once, the same arithmetic
-        return True
-
-    def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
-        s = self._slot(name, p, xp) if self.momentum else None
-        p, v = self._sgd(p, g, None if s is None else s["velocity"], lr)
-        if s is not None:
-            s["velocity"] = v
-        return p
-
-    def _sgd(self, p: Array, g: Array, v: Array | None, lr: float) -> tuple[Array, Array | None]:
-        """One step on ``p`` in place (and on the velocity ``v``, with momentum); ``g`` is overwritten.
-        Returns both (new arrays only from a library whose in-place operators rebind)."""
+    def update(self, p: Array, g: Array, state: dict[str, Array], lr: float, xp: Any) -> Array:
         if self.weight_decay:
             g += self.weight_decay * p
         if self.momentum:
+            v = state["velocity"]
             v *= self.momentum
             v += g
+            state["velocity"] = v  # the same array, unless the library's in-place operators rebind
             if self.nesterov:
                 g += self.momentum * v
             else:
                 g = v * lr
                 p -= g
-                return p, v
-        g *= lr
+                return p
+        g *= lr  # with neither momentum nor decay: the blog's W -= lr * dW
         p -= g
-        return p, v
+        return p
 
     def config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -272,42 +295,28 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
         self.epsilon, self.weight_decay = float(epsilon), float(weight_decay)
 
-    def _step_flat(self, params: Any, grads: Any, names: Sequence[str]) -> bool:
-        if type(self)._update is not Adam._update:
-            return False  # a subclass with its own rule: it goes parameter by parameter
-        m, v = self._flat_slots(params, names)
-        lr = self.current_learning_rate()
-        self.iterations += 1
-        self._adam(params.flat, grads.flat, m, v, lr, params.xp)  # every parameter at once, the same arithmetic
-        return True
-
-    def _update(self, name: str, p: Array, g: Array, lr: float, xp: Any) -> Array:
-        s = self._slot(name, p, xp)
-        p, s["m"], s["v"] = self._adam(p, g, s["m"], s["v"], lr, xp)
-        return p
-
-    def _adam(self, p: Array, g: Array, m: Array, v: Array, lr: float, xp: Any) -> tuple[Array, Array, Array]:
-        """One Adam step on ``p`` in place, its moments ``m`` and ``v`` too; ``g`` is overwritten.
-        Returns the three (new arrays only from a library whose in-place operators rebind)."""
+    def update(self, p: Array, g: Array, state: dict[str, Array], lr: float, xp: Any) -> Array:
         if self.weight_decay:
             if self.decoupled:
                 p *= 1.0 - lr * self.weight_decay
             else:
                 g += self.weight_decay * p
         t = self.iterations
+        m, v = state["m"], state["v"]
         m *= self.beta_1
         m += (1.0 - self.beta_1) * g
         g *= g
         g *= 1.0 - self.beta_2
         v *= self.beta_2
         v += g
+        state["m"], state["v"] = m, v  # the same arrays, unless the library's in-place operators rebind
         denom = xp.sqrt(v)  # sqrt(v_hat) + eps, with v_hat = v / (1 - beta_2^t)
         denom *= 1.0 / math.sqrt(1.0 - self.beta_2 ** t)
         denom += self.epsilon
-        update = m / denom
-        update *= lr / (1.0 - self.beta_1 ** t)
-        p -= update
-        return p, m, v
+        step = m / denom
+        step *= lr / (1.0 - self.beta_1 ** t)
+        p -= step
+        return p
 
     def config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,

@@ -1,9 +1,10 @@
-"""The training loop: full-batch or shuffled mini-batch descent, validation, callbacks, checkpoints.
+"""The training loop: epochs, validation, callbacks, checkpoints, progress and undo points.
 
-One code path for every backend. The data go to the device once per ``fit``;
-each epoch's shuffle is drawn on the host from the network's seeded generator
-and only the index permutation is copied to the device. The loss (and the
-other metrics) are read back to the host once per epoch, never per batch.
+One loop for every backend and engine. The data go to the device once per
+``fit``; the network's engine makes a trainer that runs the epochs (see
+:mod:`nn_xp.engine`), and the loop reads each epoch's metrics back to the host
+once, never per batch. Everything here talks to the network, its engine and
+the optimizer through their public methods.
 """
 from __future__ import annotations
 
@@ -11,69 +12,18 @@ import math
 import warnings
 from typing import Any, Callable, Sequence
 
-from array_api_compat import is_writeable_array
-
-from . import backends
-from ._host import permutation, rng_state, set_rng_state
+from ._host import rng_state, set_rng_state
 from ._progress import Progress
 from ._typing import Array
 from ._validation import check_positive, check_same_samples
+from .backends import to_numpy
 from .callbacks import Callback, LambdaCallback, StopTraining
-from .network import Workspace
+from .checkpoint import load_checkpoint, save_checkpoint
+from .engine import Snapshot, Trainer
+from .history import History
 from .optimizers import Optimizer, Schedule, get_optimizer
 
-__all__ = ["History", "fit"]
-
-
-class History:
-    """Per-epoch metrics, as Keras users expect: ``history.history["loss"]``, ``history.epoch``.
-
-    ``history["loss"][k]`` is the mean training loss seen during epoch ``k``;
-    in full-batch mode that is the loss of the weights at the start of the epoch,
-    the value the blog's hook prints at step ``k``.
-    """
-
-    def __init__(self, history: dict[str, list[float]] | None = None, epoch: list[int] | None = None) -> None:
-        self.history: dict[str, list[float]] = {k: list(v) for k, v in (history or {}).items()}
-        self.epoch: list[int] = list(epoch or [])
-
-    def __getitem__(self, key: str) -> list[float]:
-        return self.history[key]
-
-    def __len__(self) -> int:
-        return len(self.epoch)
-
-    def __repr__(self) -> str:
-        last = {k: v[-1] for k, v in self.history.items() if v}
-        return f"History(epochs={len(self)}, last={last})"
-
-
-def _split(net: Any, X: Array, Y: Array, validation_data: Any, validation_split: float):
-    if validation_data is not None:
-        try:
-            Xv, Yv = validation_data
-        except (TypeError, ValueError):
-            raise ValueError("validation_data must be a pair (X_val, Y_val)") from None
-        Xv, _ = net._input(Xv, "validation X")
-        Yv = net._target(Yv, "validation Y")
-        check_same_samples(Xv, Yv, "validation X", "validation Y")
-        return X, Y, Xv, Yv
-    if not validation_split:
-        return X, Y, None, None
-    m = X.shape[0]
-    n_train = int(m * (1.0 - validation_split))  # Keras: the last samples are held out, before shuffling
-    if n_train < 1 or n_train >= m:
-        raise ValueError(f"validation_split={validation_split} leaves {n_train} of {m} samples for training; "
-                         "both parts need at least one sample")
-    return X[:n_train, ...], Y[:n_train, ...], X[n_train:, ...], Y[n_train:, ...]
-
-
-def _callbacks(callbacks: Any) -> list[Callback]:
-    if callbacks is None:
-        return []
-    if isinstance(callbacks, Callback) or callable(callbacks):
-        callbacks = [callbacks]
-    return [c if isinstance(c, Callback) else LambdaCallback(c) for c in callbacks]
+__all__ = ["Run", "fit"]
 
 
 def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | Schedule | None = None,
@@ -82,47 +32,22 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
         callbacks: Sequence[Callback | Callable] | Callback | Callable | None = None, verbose: int = 0,
         checkpoint: Any = None, checkpoint_every: int = 1, resume_from: Any = None,
         on_nonfinite: str = "raise") -> History:
-    """Train ``net`` on ``(X, Y)``.
+    """Train ``net`` on ``(X, Y)``: see :meth:`nn_xp.Network.fit` for every option."""
+    _check_options(epochs, batch_size, checkpoint_every, validation_split, on_nonfinite, verbose)
+    with net.backend.context():
+        X, _ = net.as_input(X)
+        Y = net.as_target(Y)
+        check_same_samples(X, Y)
+        X, Y, validation = _split(net, X, Y, validation_data, validation_split)
+        opt, start, history = _optimizer_and_history(net, optimizer, learning_rate, resume_from)
+        net.optimizer, net.history = opt, history
+        trainer = net.engine.trainer(net, opt, X, Y, validation, batch_size=batch_size, shuffle=shuffle)
+        return Run(net, trainer, history, start, epochs, _callbacks(callbacks), Progress(epochs, verbose, start),
+                   checkpoint, checkpoint_every, on_nonfinite).train()
 
-    Parameters
-    ----------
-    X, Y : array-like
-        ``(n_samples, n_features)`` and ``(n_samples, n_outputs)``; host data are
-        moved to the network's device once. A 1-D ``Y`` is accepted for one
-        output, and class ids ``(n,)`` for ``cross_entropy``.
-    epochs : int
-        Total number of epochs (with ``resume_from``, counting those already done).
-    learning_rate : float or callable, optional
-        For an optimizer given by name (default 0.1 for SGD, 0.001 for Adam).
-        Without ``optimizer``, it sets the rate of the network's optimizer from
-        a previous ``fit`` (state kept), or of a new plain SGD.
-    optimizer : {"sgd", "adam", "adamw"} or Optimizer, optional
-        Default: the network's optimizer from a previous ``fit`` or from the
-        checkpoint in ``resume_from`` (state kept), else plain SGD, the blog's
-        ``W -= lr * dW``.
-    batch_size : int, optional
-        None: full batch (the blog's). An integer: mini-batches, reshuffled every
-        epoch (when ``shuffle``), the last partial batch included.
-    validation_data, validation_split
-        A held-out ``(X_val, Y_val)``, or the fraction of the last samples to hold out.
-    callbacks
-        :class:`~nn_xp.Callback` objects or plain ``f(epoch, logs)`` callables;
-        raise :class:`~nn_xp.StopTraining` to end training after the epoch.
-    verbose : {0, 1, 2}
-        0 silent; 1 a tqdm bar on a terminal, else one line per epoch; 2 one line per epoch.
-    checkpoint, checkpoint_every, resume_from
-        Write a checkpoint file every ``checkpoint_every`` epochs; continue from one.
-    on_nonfinite : {"raise", "warn"}
-        When the loss becomes NaN or infinite, the network (weights, optimizer
-        state, shuffle generator) is rolled back to the start of the last epoch
-        whose loss was finite, a checkpoint written since is rewritten from
-        that state, and a ``FloatingPointError`` is raised (or a
-        ``RuntimeWarning`` issued and training stopped).
 
-    Returns
-    -------
-    History
-    """
+def _check_options(epochs: Any, batch_size: Any, checkpoint_every: Any, validation_split: Any,
+                   on_nonfinite: Any, verbose: Any) -> None:
     check_positive(epochs, "epochs", integer=True)
     if batch_size is not None:
         check_positive(batch_size, "batch_size", integer=True)
@@ -135,15 +60,34 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
     if verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
 
-    with net.backend.context():
-        X, _ = net._input(X)
-        Y = net._target(Y)
-        check_same_samples(X, Y)
-        X, Y, Xv, Yv = _split(net, X, Y, validation_data, validation_split)
-        opt, start, history = _optimizer_and_history(net, optimizer, learning_rate, resume_from)
-        net.optimizer, net.history = opt, history
-        return _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle,
-                      _callbacks(callbacks), verbose, checkpoint, checkpoint_every, on_nonfinite)
+
+def _split(net: Any, X: Array, Y: Array, validation_data: Any, validation_split: float):
+    """Training data and the held-out pair (or None): ``validation_data``, else the last ``validation_split``."""
+    if validation_data is not None:
+        try:
+            Xv, Yv = validation_data
+        except (TypeError, ValueError):
+            raise ValueError("validation_data must be a pair (X_val, Y_val)") from None
+        Xv, _ = net.as_input(Xv, "validation X")
+        Yv = net.as_target(Yv, "validation Y")
+        check_same_samples(Xv, Yv, "validation X", "validation Y")
+        return X, Y, (Xv, Yv)
+    if not validation_split:
+        return X, Y, None
+    m = X.shape[0]
+    n_train = int(m * (1.0 - validation_split))  # Keras: the last samples are held out, before shuffling
+    if n_train < 1 or n_train >= m:
+        raise ValueError(f"validation_split={validation_split} leaves {n_train} of {m} samples for training; "
+                         "both parts need at least one sample")
+    return X[:n_train, ...], Y[:n_train, ...], (X[n_train:, ...], Y[n_train:, ...])
+
+
+def _callbacks(callbacks: Any) -> list[Callback]:
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback) or callable(callbacks):
+        callbacks = [callbacks]
+    return [c if isinstance(c, Callback) else LambdaCallback(c) for c in callbacks]
 
 
 def _optimizer_and_history(net: Any, optimizer: Any, learning_rate: Any, resume_from: Any):
@@ -151,8 +95,6 @@ def _optimizer_and_history(net: Any, optimizer: Any, learning_rate: Any, resume_
     opt = get_optimizer(optimizer, learning_rate) if optimizer is not None else None
     start, history = 0, History()
     if resume_from is not None:
-        from .io import load_checkpoint
-
         start, history = load_checkpoint(resume_from, net, opt)  # opt None: the checkpoint's own continues
     opt = opt or net.optimizer
     if opt is None:
@@ -163,160 +105,161 @@ def _optimizer_and_history(net: Any, optimizer: Any, learning_rate: Any, resume_
 
 
 class _UndoPoints:
-    """The state at the start of this epoch and of the previous one: weights, optimizer state, shuffle RNG.
+    """The state at the start of the last two chunks of epochs: weights, optimizer state, shuffle generator.
 
     Rolling back to one of them undoes a half-done epoch (Ctrl-C) or a divergence.
-    Device buffers are reused, copied into in place, where the namespace allows.
+    The older point's device buffers are reused for the next one where the arrays take writes.
     """
 
     def __init__(self, net: Any, opt: Optimizer, with_rng: bool) -> None:
         self.net, self.opt, self.with_rng = net, opt, with_rng
-        self.writeable = is_writeable_array(net._params[0])
-        self.params = [net._snapshot(), net._snapshot()]  # one flat copy each where the parameters share a buffer
-        self.opt_state: list[Any] = [None, None]
-        self.rng: list[Any] = [None, None]
+        self.points: dict[int, tuple[Snapshot, Any, Any]] = {}
 
     def save(self, epoch: int) -> None:
-        i = epoch % 2
-        if self.writeable:
-            self.net._save_into(self.params[i])
-        else:
-            self.params[i] = self.net._snapshot()
-        opt = self.opt
-        self.opt_state[i] = opt._save_state(self.opt_state[i]) if opt.state else (opt.iterations, {})
-        if self.with_rng:
-            self.rng[i] = rng_state(self.net.rng)
+        older = min(self.points) if len(self.points) == 2 else None
+        weights, opt_state, _ = self.points.pop(older) if older is not None else (None, None, None)
+        self.points[epoch] = (self.net.snapshot(weights), self.opt.snapshot(opt_state),
+                              rng_state(self.net.rng) if self.with_rng else None)
+
+    def before(self, epoch: int) -> int:
+        """The latest undo point before ``epoch`` (``epoch`` itself when it is the first)."""
+        return max((e for e in self.points if e < epoch), default=epoch)
+
+    def weights(self, epoch: int) -> Snapshot | None:
+        point = self.points.get(epoch)
+        return None if point is None else point[0]
 
     def restore(self, epoch: int) -> None:
-        i = epoch % 2
-        self.net._restore(self.params[i])
-        self.opt._load_state(self.opt_state[i])
-        if self.rng[i] is not None:
-            set_rng_state(self.net.rng, self.rng[i])
+        weights, opt_state, rng = self.points[epoch]
+        self.net.restore(weights)
+        self.opt.restore(opt_state)
+        if rng is not None:
+            set_rng_state(self.net.rng, rng)
 
 
-def _train(net, opt, X, Y, Xv, Yv, history, start, epochs, batch_size, shuffle, cbs, verbose,
-           checkpoint, checkpoint_every, on_nonfinite) -> History:
-    loss_fn = net.loss_fn
-    keys = ["loss"] + (["accuracy"] if loss_fn.classification else [])
-    if Xv is not None:
-        keys += ["val_loss"] + (["val_accuracy"] if loss_fn.classification else [])
-    columns = [history.history.setdefault(k, []) for k in keys]
-    xp, device, names = net.xp, net.device, net.param_names
-    m = X.shape[0]
-    full_batch = batch_size is None or batch_size >= m
-    undo = _UndoPoints(net, opt, with_rng=shuffle and not full_batch)
-    ws = Workspace.for_training(net, m if full_batch else batch_size)  # buffers reused every epoch
-    gbuf = net._gradient_buffers()  # None without out=; else the gradients, one flat buffer like the parameters'
-    Xa = net._augmented(X)  # [X, 1] for a network with few inputs (see network.AUGMENT_MAX_INPUTS), else None
-    if checkpoint is not None:
-        from .io import save_checkpoint
-    progress = Progress(epochs, verbose, initial=start)
-    for cb in cbs:
-        cb.on_train_begin(net)
-    epoch = done = saved_at = start  # done: epochs completed; saved_at: what the checkpoint file holds
-    failure = None  # (the epoch whose start to roll back to, the offending logs, a description)
-    dirty = False  # True while the network is between the start and the end of an epoch
-    with warnings.catch_warnings():
-        # fit detects non-finite losses itself (FloatingPointError below); the backend's own
-        # "overflow encountered in ..." warnings on the way there would only repeat it
-        warnings.filterwarnings("ignore", message=".*encountered in", category=RuntimeWarning)
+class Run:
+    """One ``fit`` in progress: the epoch loop, and what a callback may ask of it (``callback.run``).
+
+    The trainer runs ``trainer.chunk`` epochs per call (1 for an eager engine);
+    an undo point is taken at the start of each call, and the metrics of the
+    call are read back to the host at once.
+    """
+
+    def __init__(self, net: Any, trainer: Trainer, history: History, start: int, epochs: int,
+                 callbacks: list[Callback], progress: Progress, checkpoint: Any, checkpoint_every: int,
+                 on_nonfinite: str) -> None:
+        self.net, self.trainer, self.history, self.callbacks, self.progress = net, trainer, history, callbacks, progress
+        self.start, self.epochs, self.on_nonfinite = start, epochs, on_nonfinite
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.optimizer = trainer.optimizer
+        self.undo = _UndoPoints(net, trainer.optimizer, trainer.draws_from_rng)
+        self.columns = [history.history.setdefault(k, []) for k in trainer.keys]
+        self.done = self.saved_at = start  # epochs completed; what the checkpoint file holds
+        self._measured: Snapshot | None = None  # the weights the last epoch's training metrics describe
+
+    def weights_for(self, key: str) -> Snapshot:
+        """Device copies of the weights that the last epoch's ``logs[key]`` describes.
+
+        In full batch a training metric is measured at the start of the epoch
+        (the blog's print), so those are the weights; otherwise the current ones.
+        """
+        if self._measured is not None and not key.startswith("val_"):
+            return self._measured.copy()
+        return self.net.snapshot()
+
+    def train(self) -> History:
+        for cb in self.callbacks:
+            cb.set_run(self)
+            cb.on_train_begin(self.net)
+        with warnings.catch_warnings():
+            # fit detects non-finite losses itself (FloatingPointError below); the backend's own
+            # "overflow encountered in ..." warnings on the way there would only repeat it
+            warnings.filterwarnings("ignore", message=".*encountered in", category=RuntimeWarning)
+            try:
+                failure = self._loop()
+            finally:
+                self.progress.close()
+                self._measured = None
+        if failure is not None:
+            self._diverged(*failure)
+        elif self.checkpoint is not None and self.saved_at != self.done:
+            self._save_checkpoint()  # stopped early, or epochs % checkpoint_every
+        for cb in self.callbacks:
+            cb.on_train_end(self.net)
+        return self.history
+
+    def _loop(self) -> tuple[int, dict, str] | None:
+        """Epochs until the last, a StopTraining or a non-finite loss: None, or (where to roll back, logs, where)."""
+        epoch, dirty = self.done, False  # dirty: between the start of a call and its recorded end
         try:
-            for epoch in range(start, epochs):
-                undo.save(epoch)
+            while epoch < self.epochs:
+                count = min(self.trainer.chunk, self.epochs - epoch)
+                self.undo.save(epoch)
                 dirty = True
-                if full_batch:
-                    values = net._forward(X, ws, Xa)
-                    correct = None if loss_fn.correct is None else loss_fn.correct(values[-1][1], Y, xp) / m
-                    total, grads = net._gradient(values, Y, ws, gbuf, Xa)  # consumes values
-                    opt._step_network(net, grads, gbuf, names, xp)
-                    metrics = [total] if correct is None else [total, correct]
-                else:
-                    order = (xp.asarray(permutation(net.rng, m), device=device) if shuffle
-                             else xp.arange(m, device=device))
-                    total = correct = 0.0
-                    for lo in range(0, m, batch_size):
-                        idx = order[lo:min(lo + batch_size, m)]  # in bounds: the array API leaves overshoot unspecified
-                        xb, yb = xp.take(X if Xa is None else Xa, idx, axis=0), xp.take(Y, idx, axis=0)
-                        xba, xb = (None, xb) if Xa is None else (xb, xb[:, :-1])
-                        bws = None if ws is None else ws.rows(xb.shape[0])
-                        values = net._forward(xb, bws, xba)
-                        if loss_fn.correct is not None:
-                            correct = correct + loss_fn.correct(values[-1][1], yb, xp)
-                        loss, grads = net._gradient(values, yb, bws, gbuf, xba)
-                        opt._step_network(net, grads, gbuf, names, xp)
-                        total = total + loss * (yb.shape[0] / m)
-                    metrics = [total] + ([correct / m] if loss_fn.correct is not None else [])
-                if Xv is not None:
-                    zv, av = net._forward(Xv)[-1]
-                    metrics.append(loss_fn.value(zv, av, Yv, xp))
-                    if loss_fn.correct is not None:
-                        metrics.append(loss_fn.correct(av, Yv, xp) / Xv.shape[0])
-                # the one host read of the epoch
-                host = [float(total)] if len(metrics) == 1 else backends.to_numpy(xp.stack(metrics)).tolist()
-                if not all(map(math.isfinite, host)):
-                    failure = (max(epoch - 1, start), dict(zip(keys, host)), f"in epoch {epoch}")
+                rows = self._read(self.trainer.run(count))  # the one host read of the call
+                for j, values in enumerate(rows):
+                    if not all(map(math.isfinite, values)):
+                        to = self.undo.before(epoch) if j == 0 else epoch
+                        return to, dict(zip(self.trainer.keys, values)), f"in epoch {epoch + j}"
+                self._record(epoch, rows)
+                dirty = False
+                if self.checkpoint is not None and self.done // self.checkpoint_every > epoch // self.checkpoint_every:
+                    self._save_checkpoint()  # before a callback can stop us
+                first, epoch = epoch, self.done
+                if (self.callbacks or not self.progress.silent) and self._notify(first, rows):
                     break
-                for column, value in zip(columns, host):
-                    column.append(value)
-                history.epoch.append(epoch)
-                done, dirty = epoch + 1, False
-                if checkpoint is not None and done % checkpoint_every == 0:
-                    save_checkpoint(checkpoint, net, opt, done, history)  # before a callback can stop us
-                    saved_at = done
-                if not cbs and progress.silent:
-                    continue  # nothing reads the logs: keep the tiny-network epoch lean
-                # full batch: the training metrics describe the weights at the start of the epoch
-                net._metric_weights = undo.params[epoch % 2] if full_batch else None
-                logs = dict(zip(keys, host))
-                progress.update(epoch, logs)
-                try:
-                    for cb in cbs:
-                        cb.on_epoch_end(epoch, logs)
-                except StopTraining:
-                    break
-            if failure is None and done > start and not _finite(net):
-                # the last update overflowed: its loss was never measured, its epoch's start had a finite one
-                failure = (done - 1, {"loss": math.nan}, f"in the last update (epoch {done - 1})")
         except KeyboardInterrupt:
             if dirty:  # leave the network at the last completed epoch, never half-updated
-                undo.restore(epoch)
+                self.undo.restore(epoch)
             raise
-        finally:
-            progress.close()
-            net._metric_weights = None
-    if failure is not None:
-        _diverged(net, opt, undo, history, failure, on_nonfinite,
-                  checkpoint if checkpoint is not None and saved_at > failure[0] else None)
-    elif checkpoint is not None and saved_at != done:
-        save_checkpoint(checkpoint, net, opt, done, history)  # stopped early, or epochs % checkpoint_every
-    for cb in cbs:
-        cb.on_train_end(net)
-    return history
+        if self.done > self.start and not bool(self.net.parameters.all_finite()):
+            # the last update overflowed: its loss was never measured, its call's start had a finite one
+            return self.undo.before(self.done), {"loss": math.nan}, f"in the last update (epoch {self.done - 1})"
+        return None
 
+    def _read(self, rows: list[list[Array]]) -> list[list[float]]:
+        if len(rows) == 1 and len(rows[0]) == 1:
+            return [[float(rows[0][0])]]
+        xp, k = self.net.xp, len(rows[0])
+        flat = to_numpy(xp.stack([v for row in rows for v in row])).tolist()
+        return [flat[i:i + k] for i in range(0, len(flat), k)]
 
-def _finite(net: Any) -> bool:
-    xp = net.xp
-    return bool(xp.all(xp.stack([xp.all(xp.isfinite(p)) for p in net._params])))
+    def _record(self, first: int, rows: list[list[float]]) -> None:
+        """The epochs from ``first`` into the history."""
+        for j, values in enumerate(rows):
+            for column, value in zip(self.columns, values):
+                column.append(value)
+            self.history.epoch.append(first + j)
+        self.done = first + len(rows)
 
+    def _notify(self, first: int, rows: list[list[float]]) -> bool:
+        """Progress and callbacks for the epochs from ``first``; True when a callback stops training."""
+        for j, values in enumerate(rows):
+            self._measured = self.undo.weights(first + j) if self.trainer.full_batch else None
+            logs = dict(zip(self.trainer.keys, values))
+            self.progress.update(first + j, logs)
+            try:
+                for cb in self.callbacks:
+                    cb.on_epoch_end(first + j, logs)
+            except StopTraining:
+                return True
+        return False
 
-def _diverged(net: Any, opt: Optimizer, undo: _UndoPoints, history: History, failure: tuple,
-              on_nonfinite: str, stale_checkpoint: Any) -> None:
-    """Roll back to the start of the last epoch with a finite loss, mend the checkpoint, then raise or warn."""
-    epoch, logs, where = failure
-    undo.restore(epoch)
-    kept = sum(1 for e in history.epoch if e < epoch)  # the history, too, stops where the weights do
-    for column in history.history.values():
-        del column[kept:]
-    del history.epoch[kept:]
-    if stale_checkpoint is not None:  # it holds weights whose loss was never finite: replace it
-        from .io import save_checkpoint
+    def _save_checkpoint(self, epoch: int | None = None) -> None:
+        epoch = self.done if epoch is None else epoch
+        save_checkpoint(self.checkpoint, self.net, self.optimizer, epoch, self.history)
+        self.saved_at = epoch
 
-        save_checkpoint(stale_checkpoint, net, opt, epoch, history)
-    to = (f"the start of epoch {epoch}, the last with a finite loss" if f"epoch {epoch}" not in where
-          else "the weights this fit started from")
-    message = (f"the loss became non-finite {where} ({logs}); the network (weights, optimizer state, shuffle "
-               f"generator) was rolled back to {to}. Try a smaller learning rate, or scale the inputs")
-    if on_nonfinite == "raise":
-        raise FloatingPointError(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=4)
+    def _diverged(self, epoch: int, logs: dict, where: str) -> None:
+        """Roll back to the start of ``epoch`` (the last with a finite loss), mend the checkpoint, raise or warn."""
+        self.undo.restore(epoch)
+        self.history.truncate(epoch)  # the history, too, stops where the weights do
+        if self.checkpoint is not None and self.saved_at > epoch:
+            self._save_checkpoint(epoch)  # it holds weights whose loss was never finite: replace it
+        to = ("the weights this fit started from" if epoch == self.start
+              else f"the start of epoch {epoch}, the last with a finite loss")
+        message = (f"the loss became non-finite {where} ({logs}); the network (weights, optimizer state, shuffle "
+                   f"generator) was rolled back to {to}. Try a smaller learning rate, or scale the inputs")
+        if self.on_nonfinite == "raise":
+            raise FloatingPointError(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=5)  # at the caller of Network.fit

@@ -6,7 +6,7 @@ import pytest
 
 import nn_xp
 from helpers import SINE_X, SINE_Y
-from nn_xp.io import load_checkpoint
+from nn_xp.checkpoint import load_checkpoint
 
 
 def _net():

@@ -267,26 +267,28 @@ def test_repr_and_properties():
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 @pytest.mark.parametrize("workspace", [True, False])
 @pytest.mark.parametrize("n_in", [2, 9])
-def test_buffered_fast_path_equals_the_portable_path(monkeypatch, hidden, batch_size, optimizer, workspace, n_in):
-    """fit on NumPy writes into reused buffers (out=): per-layer values (large layers), the gradients and the
-    parameters as views of one flat buffer each, plain SGD as one update, and with few inputs the input layer's
-    bias inside the products ([X, 1] @ [W0 | b0].T). The portable path allocates. Same numbers."""
-    from nn_xp import _kernels, network
+def test_buffered_engine_equals_the_portable_engine(hidden, batch_size, optimizer, workspace, n_in):
+    """The buffered engine on NumPy writes into reused buffers (out=): per-layer values (large layers), the
+    gradients and the parameters as views of one flat buffer each, plain SGD as one update, and with few inputs
+    the input layer's bias inside the products ([X, 1] @ [W0 | b0].T). The portable engine runs the model's own
+    math and allocates. Same numbers."""
+    from nn_xp.engine.buffered import AUGMENT_MAX_INPUTS
 
-    if workspace:
-        monkeypatch.setattr(network, "WORKSPACE_MIN_ELEMENTS", 0)  # buffers even for this small network
     X = np.linspace(-2, 2, 20 * n_in).reshape(20, n_in)
     Y = np.sin(X[:, :1]) + X[:, 1:2] ** 2
     kwargs = dict(epochs=6, batch_size=batch_size, optimizer=optimizer, learning_rate=0.01)
-    fast = nn_xp.Network([n_in, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64")
+    fast = nn_xp.Network([n_in, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64",
+                         engine="buffered")
+    if workspace:
+        fast.engine.workspace_min_elements = 0  # buffers even for this small network
     history = fast.fit(X, Y, **kwargs)
-    assert (fast._workspace is not None) == workspace
-    assert all(np.shares_memory(p, fast._flat) for p in fast._params)
-    assert (fast._params.block is not None) == (n_in <= network.AUGMENT_MAX_INPUTS)
-    monkeypatch.setattr(_kernels, "supports_out", lambda xp: False)
-    portable = nn_xp.Network([n_in, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64")
+    assert (fast.engine.workspace_rows is not None) == workspace
+    assert all(np.shares_memory(p, fast.parameters.flat) for p in fast.parameters)
+    assert (fast.parameters.block is not None) == (n_in <= AUGMENT_MAX_INPUTS)
+    portable = nn_xp.Network([n_in, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64",
+                             engine="portable")
     portable_history = portable.fit(X, Y, **kwargs)
-    assert portable._workspace is None and portable._flat is None
+    assert portable.engine.name == "portable" and portable.parameters.flat is None
     np.testing.assert_allclose(history["loss"], portable_history["loss"], rtol=1e-13)
     for (W, b), (Wp, bp) in zip(fast.get_weights(), portable.get_weights()):
         np.testing.assert_allclose(W, Wp, rtol=1e-12, atol=1e-15)
@@ -308,29 +310,27 @@ def test_evaluate_results_survive_later_training():
     np.testing.assert_array_equal(dWs[0], dW0)
 
 
-def test_a_custom_activation_trains_on_the_portable_path(monkeypatch):
+def test_a_custom_activation_trains_without_the_workspace():
     """A user's Activation (old four-argument backward reading z) is never given fit's buffers."""
-    from nn_xp import network
-
-    monkeypatch.setattr(network, "WORKSPACE_MIN_ELEMENTS", 0)
     softsign = nn_xp.Activation(
         "softsign", lambda z, xp: z / (1.0 + xp.abs(z)), lambda z, a, xp: 1.0 / (1.0 + xp.abs(z)) ** 2,
         lambda dA, z, a, xp: dA / (1.0 + xp.abs(z)) ** 2)
     net = nn_xp.Network([1, 6, 1], [softsign, "identity"], backend="numpy", dtype="float64", seed=2)
+    net.engine.workspace_min_elements = 0
     values = net.evaluate(SINE_X)
     dWs, _ = net.compute_gradient(values, SINE_Y)
     weights = net.get_weights()
     net.fit(SINE_X, SINE_Y, epochs=1, learning_rate=0.1)  # one step: W0 - 0.1 dW0
-    assert net._workspace is None
+    assert net.engine.workspace_rows is None
     np.testing.assert_allclose(net.get_weights()[0][0], weights[0][0] - 0.1 * dWs[0], rtol=1e-12)
 
 
 def test_release_buffers():
     net = nn_xp.Network([20, 4096, 1], backend="numpy", dtype="float32")
     net.fit(np.ones((32, 20)), np.ones((32, 1)), epochs=1)
-    assert net._workspace is not None
+    assert net.engine.workspace_rows == 32
     net.release_buffers()
-    assert net._workspace is None
+    assert net.engine.workspace_rows is None
     net.fit(np.ones((32, 20)), np.ones((32, 1)), epochs=1)  # and fit builds them again
 
 
@@ -340,22 +340,22 @@ def test_parameters_stay_views_of_one_buffer_through_fit_and_rollback():
     net = nn_xp.Network([1, 8, 1], backend="numpy", dtype="float64", seed=1)
     held = net.params["W0"]
     net.fit(SINE_X, SINE_Y, epochs=5, learning_rate=0.1)
-    assert net.params["W0"] is held and np.shares_memory(held, net._flat)
+    assert net.params["W0"] is held and np.shares_memory(held, net.parameters.flat)
     np.testing.assert_array_equal(held, net.get_weights()[0][0])
     before = net.get_weights()
     with pytest.raises(FloatingPointError):
         net.fit(SINE_X, SINE_Y * 1e200, epochs=50, learning_rate=10.0)
-    assert net.params["W0"] is held and all(np.shares_memory(p, net._flat) for p in net._params)
+    assert net.params["W0"] is held and all(np.shares_memory(p, net.parameters.flat) for p in net.parameters)
     for (W, b), (W0, b0) in zip(net.get_weights(), before):
         assert np.all(np.isfinite(W)) and np.all(np.isfinite(b))
 
 
 def test_an_optimizer_that_returns_new_arrays_keeps_the_flat_buffer_in_step():
-    """Optimizer._update may return a new array; on NumPy it is copied into the parameter's view, so the
-    network's flat buffer (which undo points copy) never goes stale."""
+    """Optimizer.update may return a new array; on NumPy it is copied into the parameters' flat buffer, so the
+    network's views (which undo points copy) never go stale."""
 
     class CopyingSGD(nn_xp.Optimizer):
-        def _update(self, name, p, g, lr, xp):
+        def update(self, p, g, state, lr, xp):
             return p - lr * g  # a new array, not p
 
         def config(self):
@@ -364,7 +364,7 @@ def test_an_optimizer_that_returns_new_arrays_keeps_the_flat_buffer_in_step():
     nets = [nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=3) for _ in range(2)]
     nets[0].fit(SINE_X, SINE_Y, epochs=20, optimizer=CopyingSGD(0.1))
     nets[1].fit(SINE_X, SINE_Y, epochs=20, optimizer="sgd", learning_rate=0.1)
-    assert all(np.shares_memory(p, nets[0]._flat) for p in nets[0]._params)
+    assert all(np.shares_memory(p, nets[0].parameters.flat) for p in nets[0].parameters)
     for (W, b), (Ws, bs) in zip(nets[0].get_weights(), nets[1].get_weights()):
         np.testing.assert_allclose(W, Ws, rtol=1e-12)
         np.testing.assert_allclose(b, bs, rtol=1e-12)
@@ -393,13 +393,18 @@ def test_sigmoid_into_a_buffer_equals_the_portable_form(dtype):
 
 
 def test_outer_product_dot_is_the_matrix_product():
-    from nn_xp.network import _dot
+    from nn_xp.engine.buffered import _dot
 
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((50, 1)), rng.standard_normal((1, 7))
     np.testing.assert_array_equal(_dot(a, b), a * b)
     np.testing.assert_allclose(_dot(a, b), a @ b, rtol=1e-15)
     assert _dot(a, b).shape == (50, 7)
+
+
+def _one_buffer(a, b) -> bool:
+    """Whether two NumPy arrays are views of one buffer (not whether their bytes overlap)."""
+    return a.base is not None and a.base is b.base
 
 
 def test_flat_adam_relinks_its_state_after_it_is_replaced():
@@ -409,58 +414,61 @@ def test_flat_adam_relinks_its_state_after_it_is_replaced():
     net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=4)
     opt = nn_xp.Adam(0.01)
     net.fit(SINE_X, SINE_Y, optimizer=opt, **kwargs)
-    flat_m = opt._flat_cache[0][0]
-    assert np.shares_memory(opt.state["W1"]["m"], flat_m)
+    assert _one_buffer(opt.state["W1"]["m"], opt.state["W0"]["m"])  # views of one buffer
     opt.load_state_dict(opt.state_dict(), net.params)  # new arrays, no longer views
-    assert not np.shares_memory(opt.state["W1"]["m"], flat_m)
+    assert not _one_buffer(opt.state["W1"]["m"], opt.state["W0"]["m"])
     net.fit(SINE_X, SINE_Y, **kwargs)  # continues with net.optimizer
     reference = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=4)
     reference.fit(SINE_X, SINE_Y, optimizer=nn_xp.Adam(0.01), epochs=6, batch_size=8)
     for (W, b), (Wr, br) in zip(net.get_weights(), reference.get_weights()):
         np.testing.assert_array_equal(W, Wr)
         np.testing.assert_array_equal(b, br)
-    assert np.shares_memory(opt.state["W1"]["m"], opt._flat_cache[0][0])
+    assert _one_buffer(opt.state["W1"]["m"], opt.state["W0"]["m"])
 
 
 @pytest.mark.parametrize("kwargs", [dict(momentum=0.9), dict(momentum=0.9, nesterov=True), dict(weight_decay=0.01),
                                     dict(momentum=0.5, weight_decay=0.01)])
-def test_sgd_variants_step_all_parameters_at_once_with_the_same_numbers(monkeypatch, kwargs):
-    """On NumPy, SGD with momentum or weight decay steps the flat buffers at once; the portable path (no out=)
-    steps parameter by parameter. Same arithmetic, same numbers."""
-    from nn_xp import _kernels
+def test_sgd_variants_step_all_parameters_at_once_with_the_same_numbers(kwargs):
+    """On NumPy's buffered engine, SGD with momentum or weight decay steps the flat buffers at once; the portable
+    engine steps parameter by parameter. Same arithmetic, same numbers."""
 
-    def train():
-        net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=5)
+    def train(engine):
+        net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=5, engine=engine)
         net.fit(SINE_X, SINE_Y, epochs=8, batch_size=10, optimizer=nn_xp.SGD(0.05, **kwargs))
         return net
 
-    flat = train()
-    assert flat._flat is not None
+    flat = train("buffered")
+    assert flat.parameters.flat is not None
     if kwargs.get("momentum"):
-        assert np.shares_memory(flat.optimizer.state["W0"]["velocity"], flat.optimizer._flat_cache[0][0])
-    monkeypatch.setattr(_kernels, "supports_out", lambda xp: False)
-    portable = train()
-    assert portable._flat is None
+        state = flat.optimizer.state
+        assert _one_buffer(state["W0"]["velocity"], state["b1"]["velocity"])
+    portable = train("portable")
+    assert portable.parameters.flat is None
     for (W, b), (Wp, bp) in zip(flat.get_weights(), portable.get_weights()):
         np.testing.assert_allclose(W, Wp, rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(b, bp, rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("base", [nn_xp.SGD, nn_xp.Adam])
-def test_a_subclass_with_its_own_update_rule_is_followed_on_numpy(base):
-    """The all-at-once step on NumPy must not bypass a subclass's own ``_update``."""
-    calls = []
+@pytest.mark.parametrize("elementwise", [True, False])
+def test_a_subclass_with_its_own_update_rule_is_followed_on_numpy(base, elementwise):
+    """The all-at-once step on NumPy runs a subclass's own ``update`` over the flat buffer; one that is not
+    elementwise runs per parameter. Either way the rule is followed."""
+    shapes = []
 
     class Clipped(base):
-        def _update(self, name, p, g, lr, xp):
-            calls.append(name)
+        def update(self, p, g, state, lr, xp):
+            shapes.append(tuple(p.shape))
             g = xp.clip(g, -1e-3, 1e-3)
             p -= lr * g
             return p
 
+    Clipped.elementwise = elementwise
     net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=6)
     before = net.get_weights()
     net.fit(SINE_X, SINE_Y, epochs=2, optimizer=Clipped(0.5))
-    assert calls[:4] == ["W0", "b0", "W1", "b1"] and len(calls) == 8
+    per_step = [(6,)] if elementwise else [(6, 1), (6,), (1, 6), (1,)]
+    flat_size = 6 * 2 + 6 + 1
+    assert shapes == ([(flat_size,)] if elementwise else per_step) * 2
     for (W, b), (W0, b0) in zip(net.get_weights(), before):
         assert np.max(np.abs(W - W0)) <= 2 * 0.5 * 1e-3 + 1e-15

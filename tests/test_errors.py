@@ -301,7 +301,7 @@ def test_divergence_mends_a_checkpoint_it_had_written(tmp_path):
     for (W, b), (Ws, bs) in zip(net.get_weights(), saved.get_weights()):
         np.testing.assert_array_equal(W, Ws)
         np.testing.assert_array_equal(b, bs)
-    epoch, history = nn_xp.io.load_checkpoint(path, nn_xp.Network([1, 16, 1], ["relu", "identity"],
+    epoch, history = nn_xp.load_checkpoint(path, nn_xp.Network([1, 16, 1], ["relu", "identity"],
                                                                   backend="numpy", dtype="float64"), None)
     assert len(history) == epoch  # the history in the file stops where its weights do
 

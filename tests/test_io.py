@@ -16,7 +16,8 @@ from safetensors import safe_open
 import nn_xp
 from conftest import SPECS
 from helpers import assert_close, make_net
-from nn_xp.io import ModelFileError, load, load_checkpoint, save, save_checkpoint
+from nn_xp.checkpoint import load_checkpoint, save_checkpoint
+from nn_xp.io import ModelFileError, load, save
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((24, 3))
@@ -653,19 +654,19 @@ def _interrupting_adam(at_step: int, at_param: int) -> nn_xp.Adam:
     updated all at once as one flat buffer (NumPy), right after that update, so the moments and every
     parameter have moved and the epoch has not ended."""
     opt = nn_xp.Adam(0.01)
-    adam, seen, flat_size = opt._adam, [], 3 * 6 + 6 + 6 * 2 + 2
+    seen, flat_size = [], 3 * 6 + 6 + 6 * 2 + 2
 
-    def _adam(p, g, m, v, lr, xp):
+    def update(p, g, state, lr, xp):
         if opt.iterations == at_step:  # a step counts itself before updating
             seen.append(p)
             if tuple(p.shape) == (flat_size,):
-                adam(p, g, m, v, lr, xp)
+                nn_xp.Adam.update(opt, p, g, state, lr, xp)
                 raise KeyboardInterrupt
             if len(seen) == at_param + 1:
                 raise KeyboardInterrupt
-        return adam(p, g, m, v, lr, xp)
+        return nn_xp.Adam.update(opt, p, g, state, lr, xp)
 
-    opt._adam = _adam
+    opt.update = update
     return opt
 
 
@@ -689,7 +690,7 @@ def test_continuing_after_interrupt_inside_optimizer_step_equals_uninterrupted(b
     opt = _interrupting_adam(at_step=3 * steps + 1, at_param=1)
     with pytest.raises(KeyboardInterrupt):
         net.fit(X, Y, epochs=6, batch_size=batch_size, optimizer=opt)
-    del opt._adam  # back to Adam's
+    del opt.update  # back to Adam's
     net.fit(X, Y, epochs=3, batch_size=batch_size)  # continues with net.optimizer
     reference = nn_xp.Network([3, 6, 2], ["tanh", "identity"], backend="numpy", dtype="float64", seed=1)
     reference.fit(X, Y, epochs=6, batch_size=batch_size, optimizer=nn_xp.Adam(0.01))

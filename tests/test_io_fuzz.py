@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 import nn_xp
-from nn_xp.io import ModelFileError, load, load_checkpoint
+from nn_xp.checkpoint import load_checkpoint
+from nn_xp.io import ModelFileError, load
 
 SIZES, ACTS = [3, 4, 2], ["tanh", "identity"]
 FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])

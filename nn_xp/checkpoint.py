@@ -1,0 +1,115 @@
+"""Training checkpoints: what ``fit(..., resume_from=path)`` needs to continue exactly.
+
+A checkpoint is a model file (:func:`nn_xp.load` opens it) plus the optimizer
+state, the epoch, the shuffle generator's state and the history.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._host import rng_state, set_rng_state
+from ._modelfile import error, is_int, is_number, read, short
+from ._payload import add_optimizer, jsonable, optimizer_state, payload, saved_optimizer, weights, write
+from .history import History
+from .optimizers import Optimizer
+
+__all__ = ["load_checkpoint", "save_checkpoint"]
+
+# generators whose state a checkpoint may name: rebuilt from this list, never looked up by a file's string
+_BIT_GENERATORS = {name: getattr(np.random, name) for name in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")}
+_Path = Any  # str or os.PathLike
+
+
+def save_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None, epoch: int, history: History) -> None:
+    """Write what ``fit(..., resume_from=path)`` needs to continue exactly: model, optimizer, shuffle RNG, history.
+
+    ``epoch`` is the number of epochs completed. The file is also a model file for :func:`load`.
+    """
+    tensors, meta = payload(net)
+    if optimizer is not None:
+        add_optimizer(tensors, meta, optimizer, net.dtype_name)
+    meta["checkpoint"] = {"epoch": int(epoch), "rng": jsonable(rng_state(net.rng)),
+                          "history": jsonable(history.history), "history_epoch": jsonable(history.epoch)}
+    write(path, tensors, meta)
+
+
+def load_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None) -> tuple[int, History]:
+    """Restore a :func:`save_checkpoint` file into ``net`` and ``optimizer``; return ``(epochs_done, history)``.
+
+    The checkpoint must come from a network with the same layer sizes,
+    activations, loss and dtype, and an optimizer of the same class; nothing
+    is changed unless every check passes. The weights, the optimizer state and
+    the generator of the shuffles (``net.rng``) are restored. With
+    ``optimizer=None`` the checkpoint's own optimizer is rebuilt into
+    ``net.optimizer`` (when it was a built-in one with a JSON config).
+    """
+    meta, tensors = read(path)
+    ck = meta.get("checkpoint")
+    if not isinstance(ck, dict):
+        raise error(path, "is a model file, not a training checkpoint (save_checkpoint writes those)")
+    saved, this = _describe(meta), _describe({"layer_sizes": net.layer_sizes, "activations": net.activations,
+                                              "loss": net.loss_fn.name, "dtype": net.dtype_name})
+    if saved != this:
+        raise error(path, f"is a checkpoint of a {saved} network; this network is {this}")
+    epoch, history, epochs = ck.get("epoch"), ck.get("history"), ck.get("history_epoch")
+    if not is_int(epoch) or epoch < 0:
+        raise error(path, f"checkpoint epoch must be a non-negative integer, got {short(epoch)}")
+    if not (isinstance(history, dict) and all(isinstance(v, list) and all(is_number(x) for x in v)
+                                              for v in history.values())):
+        raise error(path, "checkpoint history must map metric names to lists of numbers")
+    if not (isinstance(epochs, list) and all(is_int(e) for e in epochs)):
+        raise error(path, "checkpoint history_epoch must be a list of integers")
+    rng = _generator(path, ck.get("rng"))
+    state = None
+    rebuilt = optimizer is None and meta.get("optimizer") is not None
+    if rebuilt:
+        optimizer = saved_optimizer(path, meta)  # assigned to net only once every check has passed
+        if optimizer is None:  # a learning-rate schedule: JSON could not hold it
+            name = meta["optimizer"]["name"]
+            if net.optimizer is None or type(net.optimizer).__name__.lower() != name:
+                raise error(path, f"holds the state of a {short(name)} optimizer whose learning-rate schedule "
+                                  "a file cannot hold; pass fit(optimizer=...) configured as when it was saved")
+            optimizer = net.optimizer
+    if optimizer is not None:
+        info, name = meta.get("optimizer"), type(optimizer).__name__.lower()
+        if info is None:
+            raise error(path, f"holds no optimizer state, but training uses {name!r}")
+        if info["name"] != name:
+            raise error(path, f"holds {short(info['name'])} optimizer state, but training uses {name!r}")
+        state = optimizer_state(meta, tensors)
+        for param, slots in state["state"].items():
+            if set(slots) != set(optimizer.slots):
+                raise error(path, f"holds optimizer state {short(sorted(slots))} for {short(param)}, but this "
+                                  f"{name!r} keeps {list(optimizer.slots)}; configure it as when the checkpoint "
+                                  "was saved")
+    net.set_weights(weights(meta, tensors))
+    if state is not None:
+        optimizer.load_state_dict(state, net.params)
+        if rebuilt:
+            net.optimizer = optimizer
+    if type(net.rng.bit_generator) is type(rng.bit_generator):
+        set_rng_state(net.rng, rng_state(rng))  # keep the caller's generator object
+    else:
+        net.rng = rng
+    return epoch, History(history, epochs)
+
+
+def _describe(meta: dict) -> str:
+    sizes = "-".join(map(str, meta["layer_sizes"]))
+    return f"{sizes} ({', '.join(meta['activations'])}; loss {meta['loss']}; {meta['dtype']})"
+
+
+def _generator(path: _Path, state: Any) -> np.random.Generator:
+    """A new generator in the saved state, of a bit generator from the fixed list."""
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if not isinstance(name, str) or name not in _BIT_GENERATORS:
+        raise error(path, f"checkpoint rng state names bit generator {short(name)}; "
+                           f"known: {', '.join(_BIT_GENERATORS)}")
+    rng = np.random.Generator(_BIT_GENERATORS[name]())
+    try:
+        set_rng_state(rng, state)
+    except Exception as exc:  # NumPy's own checks of the state's fields, whatever they raise
+        raise error(path, f"checkpoint rng state is not a valid {name} state: {short(str(exc))}") from None
+    return rng

@@ -1,0 +1,41 @@
+"""How ``fit`` runs a step on a backend: the one place that chooses between the portable and the buffered path.
+
+An engine belongs to one network (``net.engine``). It lays out the network's
+parameters (:mod:`.storage`), keeps the buffers ``fit`` reuses, and makes a
+:class:`Trainer` per ``fit``, which runs epochs and takes a gradient hook
+between back-propagation and the optimizer's step (where a data-parallel
+allreduce of the gradients goes). The loop drives a Trainer through
+``run``; the model's math stays in :mod:`nn_xp.network`.
+
+- ``"portable"``: the model's own ``evaluate`` / ``value_and_gradient``, any array-API library.
+- ``"buffered"``: the same arithmetic into reused buffers, parameters in one flat buffer (NumPy, CuPy).
+- ``"auto"`` (default): buffered where the library takes ``out=``, else portable.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _kernels as K
+from .buffered import BufferedEngine, BufferedTrainer, Workspace
+from .portable import GradientHook, PortableEngine, Trainer
+from .storage import FlatParameters, Parameters, Snapshot
+
+__all__ = ["ENGINES", "BufferedEngine", "BufferedTrainer", "FlatParameters", "GradientHook", "Parameters",
+           "PortableEngine", "Snapshot", "Trainer", "Workspace", "select_engine"]
+
+#: names accepted by ``Network(engine=...)``
+ENGINES = ("auto", "portable", "buffered")
+
+
+def select_engine(backend: Any, dtype: Any, name: str | None = None) -> PortableEngine:
+    """A new engine for a network on ``backend`` in ``dtype``: ``name`` from :data:`ENGINES` (None is "auto")."""
+    name = "auto" if name is None else name
+    if not isinstance(name, str) or name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; valid names: {', '.join(ENGINES)}")
+    buffered = K.supports_out(backend.xp)
+    if name == "buffered" and not buffered:
+        raise ValueError(f"engine='buffered' writes into out= buffers, which the {backend.name} backend does not "
+                         "take (NumPy and CuPy do); use engine='auto' or 'portable'")
+    if name == "portable" or not buffered:
+        return PortableEngine(backend, dtype)
+    return BufferedEngine(backend, dtype)

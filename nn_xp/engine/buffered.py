@@ -1,0 +1,201 @@
+"""The buffered engine: fit's step written into reused buffers, where the library takes ``out=`` (NumPy, CuPy).
+
+It stores the parameters as views of one flat buffer (so an undo point or an
+optimizer step over all of them is one call), and with few inputs keeps the
+input layer as one ``[W0 | b0]`` block that ``[X, 1]`` is multiplied by (the
+bias add and its gradient's column sum ride in the matrix products). Its
+forward pass and back-propagation are the model's, written into buffers:
+the gradients into one flat buffer shaped like the parameters', and on large
+layers every ``Z`` and ``A`` into a :class:`Workspace` reused every epoch.
+"""
+from __future__ import annotations
+
+from itertools import repeat
+from typing import Any, Sequence
+
+from .. import _kernels as K
+from .._host import concatenate_flat
+from .._typing import Array
+from ..activations import ACTIVATIONS, IDENTITY
+from .portable import PortableEngine, Trainer
+from .storage import FlatParameters
+
+__all__ = ["AUGMENT_MAX_INPUTS", "BufferedEngine", "BufferedTrainer", "WORKSPACE_MIN_ELEMENTS", "Workspace"]
+
+#: networks with at most this many inputs keep the input layer as one ``[W0 | b0]`` block and fit multiplies
+#: ``[X, 1]`` by it. With few inputs the bias passes are a large share of the input layer's work (about 1/n_in
+#: of it) and the copy of X with a column of ones costs little; with many, the reverse
+AUGMENT_MAX_INPUTS = 8
+#: below this many elements in the widest layer's ``Z``, fit allocates as the portable path does: small arrays
+#: come from the allocator's cache, and ``out=`` would only add call overhead
+WORKSPACE_MIN_ELEMENTS = 1 << 16
+
+
+class BufferedEngine(PortableEngine):
+    """The portable engine's arithmetic, into buffers the engine owns and keeps between fits.
+
+    ``workspace_min_elements`` (default :data:`WORKSPACE_MIN_ELEMENTS`) is the
+    size from which the per-layer values get reused buffers; 0 gives them to every network.
+    """
+
+    name = "buffered"
+
+    def __init__(self, backend: Any, dtype: Any) -> None:
+        super().__init__(backend, dtype)
+        self.workspace_min_elements = WORKSPACE_MIN_ELEMENTS
+        self._workspace: Workspace | None = None
+        self._grads: FlatParameters | None = None
+        self._ones: Array | None = None
+
+    def lay_out(self, weights: Sequence[Any], layers: Sequence[Any]) -> FlatParameters:
+        """One flat device buffer, the parameters views of it (a new buffer: never the caller's arrays)."""
+        self.release()  # the buffers follow the parameters' device, dtype and layout
+        block = layers[0].n_in <= AUGMENT_MAX_INPUTS
+        flat = self.backend.xp.asarray(concatenate_flat(list(weights), bias_column=block), dtype=self.dtype,
+                                       device=self.backend.device)
+        return FlatParameters(flat, [(layer.n_out, layer.n_in) for layer in layers], block, self.backend.xp)
+
+    def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: tuple[Array, Array] | None = None,
+                *, batch_size: int | None = None, shuffle: bool = True, gradient_hook: Any = None) -> Trainer:
+        return BufferedTrainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
+
+    def release(self) -> None:
+        self._workspace = self._grads = self._ones = None
+
+    @property
+    def workspace_rows(self) -> int | None:
+        """The rows of the per-layer buffers kept for the next fit, or None when none are kept."""
+        return None if self._workspace is None else self._workspace.m
+
+    def gradients(self, params: FlatParameters) -> FlatParameters:
+        """fit's gradient buffers: one flat array laid out like the parameters'."""
+        grads = self._grads
+        if grads is None or grads.flat.shape != params.flat.shape:
+            grads = self._grads = params.like(self.backend.xp.empty_like(params.flat))
+        return grads
+
+    def ones(self, m: int) -> Array:
+        """A kept ``(m,)`` vector of ones: ``db = ones @ dZ`` beats ``xp.sum`` on small layers."""
+        ones = self._ones
+        if ones is None or ones.shape[0] < m:
+            ones = self._ones = self.backend.xp.ones(m, dtype=self.dtype, device=self.backend.device)
+        return ones if ones.shape[0] == m else ones[:m]  # one vector, the largest batch seen
+
+    def workspace(self, layers: Sequence[Any], m: int) -> "Workspace | None":
+        """The per-layer buffers for batches of ``m`` rows, or None where the network is too small to gain."""
+        if m * max(layer.n_out for layer in layers) < self.workspace_min_elements:
+            return None
+        if any(ACTIVATIONS.get(layer.activation.name) is not layer.activation for layer in layers):
+            return None  # a user's Activation may read z in backward, or take no out=: it allocates
+        ws = self._workspace
+        if ws is None or ws.m != m:
+            self._workspace = None  # free the old buffers before allocating the new ones
+            ws = self._workspace = Workspace(layers, m, self.backend.xp, self.dtype, self.backend.device)
+        return ws
+
+
+class BufferedTrainer(Trainer):
+    """The twins of the model's forward pass and back-propagation, writing into the engine's buffers."""
+
+    def __init__(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: Any, batch_size: int | None,
+                 shuffle: bool, gradient_hook: Any) -> None:
+        super().__init__(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
+        engine, xp, params = net.engine, self.xp, net.parameters
+        self.engine, self.layers, self.loss_fn = engine, net.layers, net.loss_fn
+        self.grads = engine.gradients(params)
+        self.ws = engine.workspace(net.layers, self.m if self.full_batch else batch_size)
+        self.block = params.block is not None
+        if self.block:  # [X, 1], once per fit: the input layer's bias rides in its products
+            self.X = xp.concat([X, xp.ones((self.m, 1), dtype=X.dtype, device=net.device)], axis=1)
+        self.matmul = K.matmul_function(xp)
+        self.fused = net.loss_fn.fused_with is not None
+
+    def batch(self, X: Array, Y: Array) -> tuple[Array, Array | None]:
+        params = self.net.parameters
+        ws = None if self.ws is None else self.ws.rows(X.shape[0])
+        values = self.forward(params, X, ws)
+        correct = self.loss_fn.correct(values[-1][1], Y, self.xp) if self.classification else None
+        loss = self.backward(params, values, Y, ws)
+        if self.gradient_hook is not None:
+            self.gradient_hook(self.grads)
+        self.optimizer.step(params, self.grads, self.names, xp=self.xp)
+        return loss, correct
+
+    def forward(self, p: FlatParameters, A: Array, ws: "Workspace | None") -> list[tuple[Array | None, Array]]:
+        """``[(None, X), (Z, A), ...]``, into the workspace's buffers where there is one.
+
+        With an input block, ``A`` is ``[X, 1]`` and the input layer is one product with ``[W0 | b0]``."""
+        values = [(None, A)]
+        xp, matmul, block = self.xp, self.matmul, self.block
+        Zs, As = (ws.Z, ws.A) if ws is not None else (repeat(None), repeat(None))
+        for layer, W, b, Z, A_out in zip(self.layers, p[0::2], p[1::2], Zs, As):
+            if block:  # the input layer, bias included: [X, 1] @ [W0 | b0].T
+                Z = matmul(A, p.block.T, out=Z)  # (m, n_out)
+                block = False
+            else:
+                Z = _dot(A, W.T) if Z is None else matmul(A, W.T, out=Z)  # (m, n_out)
+                Z += b
+            activation = layer.activation
+            if activation is IDENTITY:
+                A = Z
+            else:  # a user's activation may take no out= (it never gets a workspace)
+                A = activation.forward(Z, xp) if A_out is None else activation.forward(Z, xp, A_out)
+            values.append((Z, A))
+        return values
+
+    def backward(self, p: FlatParameters, values: list[tuple[Array | None, Array]], Y: Array,
+                 ws: "Workspace | None") -> Array:
+        """Back-propagation into the gradient buffers; returns the loss (a device scalar).
+
+        With a workspace, ``values`` are consumed: each layer's spent ``A`` takes its
+        derivative and its spent ``Z`` the next ``dA``."""
+        xp, matmul, layers, grads = self.xp, self.matmul, self.layers, self.grads
+        loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp)
+        ones = self.engine.ones(Y.shape[0])
+        last = len(layers) - 1
+        for i in range(last, -1, -1):
+            Z, A = values[i + 1]
+            activation = layers[i].activation
+            if (self.fused and i == last) or activation is IDENTITY:
+                dZ = dA
+            elif ws is None:
+                dZ = activation.backward(dA, Z, A, xp)
+            else:  # Z and A are spent: the backward may overwrite them
+                dZ = activation.backward(dA, Z, A, xp, True)
+            if i == 0 and self.block:
+                matmul(dZ.T, values[0][1], out=grads.block)  # (n_out, n_in + 1): [dW0 | db0] from [X, 1]
+            else:
+                matmul(dZ.T, values[i][1], out=grads[2 * i])  # (n_out, n_in)
+                matmul(ones, dZ, out=grads[2 * i + 1])  # (n_out,) column sums
+            if i:  # dA of the layer below, into its spent Z (its backward reads only A)
+                dA = _dot(dZ, p[2 * i]) if ws is None else matmul(dZ, p[2 * i], out=values[i][0])  # (m, n_in)
+        return loss
+
+
+def _dot(a: Array, b: Array) -> Array:
+    """``a @ b``; an outer product (inner size 1, as in the blog's 1-20-1 network) as a broadcast multiply,
+    bit-identical and faster than the BLAS call. (Formed transposed, ``(b.T * a.T).T``, the broadcast alone
+    is a fifth faster on NumPy, but its column-major result then meets row-major arrays in the elementwise
+    passes, which costs more than that.)"""
+    return a * b if a.shape[-1] == 1 else a @ b
+
+
+class Workspace:
+    """Per layer: ``Z`` (which back-propagation reuses for that layer's ``dA``) and ``A`` (none for the
+    identity, whose ``A`` is its ``Z``) for ``m`` rows; ``rows(k)`` gives views for a shorter (last) batch."""
+
+    def __init__(self, layers: Sequence[Any], m: int, xp: Any, dtype: Any, device: Any) -> None:
+        self.m = m
+        self.Z = [xp.empty((m, layer.n_out), dtype=dtype, device=device) for layer in layers]
+        self.A = [None if layer.activation is IDENTITY else xp.empty((m, layer.n_out), dtype=dtype, device=device)
+                  for layer in layers]
+        self._views: dict[int, Workspace] = {m: self}
+
+    def rows(self, m: int) -> "Workspace":
+        view = self._views.get(m)
+        if view is None:
+            view = self._views[m] = object.__new__(Workspace)
+            view.m, view._views = m, self._views
+            view.Z = [z[:m, ...] for z in self.Z]
+            view.A = [None if a is None else a[:m, ...] for a in self.A]
+        return view

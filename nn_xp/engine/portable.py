@@ -1,0 +1,124 @@
+"""The portable engine: fit's step through the model's own math, on any array-API library.
+
+Each batch runs ``net.evaluate`` and ``net.value_and_gradient`` (the blog's
+forward pass and back-propagation), then the gradient hook, then the
+optimizer's step. Nothing is reused between batches: every array is new, which
+is all the array API offers and all an immutable library (JAX) allows.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from .._host import permutation
+from .._typing import Array
+from .storage import Parameters
+
+__all__ = ["GradientHook", "PortableEngine", "Trainer"]
+
+#: called with the gradients (a :class:`Parameters`, flat where the engine keeps them so) after
+#: back-propagation and before the optimizer's step; it may change them in place (an allreduce)
+GradientHook = Callable[[Parameters], None]
+
+
+class PortableEngine:
+    """How ``fit`` runs on a backend without ``out=``: parameters as separate arrays, the model's math as is.
+
+    One engine object belongs to one network (``net.engine``); it lays out the
+    network's parameters and makes a :class:`Trainer` for each ``fit``.
+    """
+
+    name = "portable"
+
+    def __init__(self, backend: Any, dtype: Any) -> None:
+        self.backend, self.dtype = backend, dtype
+
+    def lay_out(self, weights: Sequence[Any], layers: Sequence[Any]) -> Parameters:
+        """The parameters ``[W0, b0, ...]`` on the device from checked host arrays (always copies: training
+        updates in place and must never write into the caller's arrays)."""
+        xp, device = self.backend.xp, self.backend.device
+        self.release()
+        return Parameters([xp.asarray(h, dtype=self.dtype, device=device, copy=True) for h in weights], xp)
+
+    def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: tuple[Array, Array] | None = None,
+                *, batch_size: int | None = None, shuffle: bool = True,
+                gradient_hook: GradientHook | None = None) -> "Trainer":
+        """A :class:`Trainer` for one ``fit`` of ``net`` on model arrays ``(X, Y)``."""
+        return Trainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
+
+    def release(self) -> None:
+        """Free buffers kept between fits (none here)."""
+
+
+class Trainer:
+    """One ``fit``'s epochs: ``run(n)`` trains ``n`` epochs and returns each one's metrics as device scalars.
+
+    ``keys`` names the metrics of a row: the network's (``loss``, ``accuracy``), then
+    the same on the validation data (``val_loss``, ...). In full batch the
+    training metrics describe the weights at the start of the epoch (the blog's
+    print); with mini-batches they are the mean over the epoch's batches.
+    ``chunk`` is how many epochs one ``run`` call is best given (1 for an eager
+    engine; a compiled engine runs several per call).
+    """
+
+    chunk = 1
+
+    def __init__(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: tuple[Array, Array] | None,
+                 batch_size: int | None, shuffle: bool, gradient_hook: GradientHook | None) -> None:
+        self.net, self.optimizer, self.X, self.Y, self.validation = net, optimizer, X, Y, validation
+        self.m = X.shape[0]
+        self.full_batch = batch_size is None or batch_size >= self.m
+        self.batch_size, self.shuffle, self.gradient_hook = batch_size, shuffle, gradient_hook
+        self.names, self.xp = net.param_names, net.xp
+        names = net.metric_names
+        self.keys = names + ([f"val_{k}" for k in names] if validation is not None else [])
+        self.classification = net.loss_fn.correct is not None
+
+    @property
+    def draws_from_rng(self) -> bool:
+        """Whether an epoch draws from ``net.rng`` (its shuffle), which an undo point must then keep."""
+        return self.shuffle and not self.full_batch
+
+    def run(self, epochs: int = 1) -> list[list[Array]]:
+        """Train ``epochs`` epochs; one row of device metrics (in ``keys`` order) per epoch."""
+        return [self.epoch() for _ in range(epochs)]
+
+    def epoch(self) -> list[Array]:
+        """One epoch: the full batch, or the shuffled mini-batches, the last partial one included."""
+        if self.full_batch:
+            loss, correct = self.batch(self.X, self.Y)
+            metrics = [loss] if correct is None else [loss, correct / self.m]
+        else:
+            m, xp = self.m, self.xp
+            order = (xp.asarray(permutation(self.net.rng, m), device=self.net.device) if self.shuffle
+                     else xp.arange(m, device=self.net.device))
+            loss = correct = 0.0
+            for lo in range(0, m, self.batch_size):
+                idx = order[lo:min(lo + self.batch_size, m)]  # in bounds: the array API leaves overshoot unspecified
+                xb, yb = self.gather(idx)
+                batch_loss, batch_correct = self.batch(xb, yb)
+                loss = loss + batch_loss * (yb.shape[0] / m)
+                if batch_correct is not None:
+                    correct = correct + batch_correct
+            metrics = [loss] + ([correct / m] if self.classification else [])
+        if self.validation is not None:
+            metrics += self.net.measure(*self.validation)
+        return metrics
+
+    def gather(self, idx: Array) -> tuple[Array, Array]:
+        """The batch's rows of the training data."""
+        return self.xp.take(self.X, idx, axis=0), self.xp.take(self.Y, idx, axis=0)
+
+    def batch(self, X: Array, Y: Array) -> tuple[Array, Array | None]:
+        """One step on a batch: forward, back-propagation, the gradient hook, the optimizer.
+
+        Returns the batch's loss and (for classification) how many it got right, as device scalars."""
+        net = self.net
+        values = net.evaluate(X)
+        correct = net.loss_fn.correct(values[-1][1], Y, self.xp) if self.classification else None
+        loss, grads = net.value_and_gradient(values, Y)
+        grads = Parameters(grads, self.xp)
+        if self.gradient_hook is not None:
+            self.gradient_hook(grads)
+        self.optimizer.step(net.parameters, grads, self.names, xp=self.xp)
+        return loss, correct
+
