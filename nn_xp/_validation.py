@@ -79,6 +79,9 @@ def as_model_array(x: Any, name: str, backend: backends.Backend, dtype: str | No
 def check_model_array(x: Any, name: str, backend: backends.Backend, dtype: Any,
                       n_cols: int | None) -> Array:
     """Low-level calls take arrays of the model's own namespace, device and dtype; anything else is an error."""
+    if type(x) is backend.array_type and x.dtype == dtype and getattr(x, "device", None) == backend.device \
+            and x.ndim == 2 and x.shape[0] and (n_cols is None or x.shape[1] == n_cols):
+        return x  # already the model's, as fit's own calls give: no namespace lookup
     if not is_array_api_obj(x):
         raise TypeError(f"{name} must be an array of the model's backend ({backend}), got {type(x).__name__}; "
                         "use predict/fit for host data, or move it with the backend's asarray")

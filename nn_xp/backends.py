@@ -9,6 +9,7 @@ backend that is not usable is an error, never a silent fallback.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 from dataclasses import dataclass
@@ -64,7 +65,17 @@ class Backend:
 
     def context(self) -> Any:
         """Enter around work on this backend: CuPy allocates and launches on the *current* GPU, so make it ours."""
-        return self.device if self.name == "cupy" else contextlib.nullcontext()
+        return self.device if self.needs_context else contextlib.nullcontext()
+
+    @property
+    def needs_context(self) -> bool:
+        """Whether work must run inside :meth:`context` (CuPy); elsewhere it is a no-op that may be skipped."""
+        return self.name == "cupy"
+
+    @functools.cached_property
+    def array_type(self) -> type:
+        """The type of this backend's arrays, for cheap checks of arrays that are already the model's."""
+        return type(self.xp.asarray(0.0, device=self.device))
 
     def dtype(self, name: str) -> Any:
         """The namespace's dtype object for ``"float32"`` or ``"float64"``."""

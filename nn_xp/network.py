@@ -25,6 +25,8 @@ def on_device(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def wrapper(self: "Network", *args: Any, **kwargs: Any) -> Any:
+        if not self.backend.needs_context:
+            return method(self, *args, **kwargs)
         with self.backend.context():
             return method(self, *args, **kwargs)
 

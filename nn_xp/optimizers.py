@@ -132,7 +132,10 @@ class Optimizer:
     # ------------------------------------------------------------ undo points
     def snapshot(self, into: "OptimizerSnapshot | None" = None) -> "OptimizerSnapshot":
         """Device copies of the step count and state (an undo point), into ``into``'s buffers where they fit."""
-        if not self.state:  # stateless (plain SGD) or not started
+        if not self.state:  # stateless (plain SGD) or not started: the step count alone
+            if into is not None and not into.state and into.flats is None:
+                into.iterations = self.iterations
+                return into
             return OptimizerSnapshot(self.iterations, {})
         if self._holds_flat_views():  # one copy per slot, whatever the number of parameters
             flats, views, names = self._flat

@@ -105,7 +105,7 @@ def _optimizer_and_history(net: Any, optimizer: Any, learning_rate: Any, resume_
 
 
 class _UndoPoints:
-    """The state at the start of the last two chunks of epochs: weights, optimizer state, shuffle generator.
+    """The state at the start of the last two calls of the trainer: weights, optimizer state, shuffle generator.
 
     Rolling back to one of them undoes a half-done epoch (Ctrl-C) or a divergence.
     The older point's device buffers are reused for the next one where the arrays take writes.
@@ -113,24 +113,34 @@ class _UndoPoints:
 
     def __init__(self, net: Any, opt: Optimizer, with_rng: bool) -> None:
         self.net, self.opt, self.with_rng = net, opt, with_rng
-        self.points: dict[int, tuple[Snapshot, Any, Any]] = {}
+        self.points: list[list[Any]] = [[None] * 4, [None] * 4]  # [epoch, weights, optimizer state, rng state]
+        self.newest = 1
 
     def save(self, epoch: int) -> None:
-        older = min(self.points) if len(self.points) == 2 else None
-        weights, opt_state, _ = self.points.pop(older) if older is not None else (None, None, None)
-        self.points[epoch] = (self.net.snapshot(weights), self.opt.snapshot(opt_state),
-                              rng_state(self.net.rng) if self.with_rng else None)
+        self.newest = i = 1 - self.newest
+        point = self.points[i]  # the older one: its buffers are reused
+        point[0] = epoch
+        point[1] = self.net.snapshot(point[1])
+        point[2] = self.opt.snapshot(point[2])
+        if self.with_rng:
+            point[3] = rng_state(self.net.rng)
+
+    def _point(self, epoch: int) -> list[Any] | None:
+        for point in self.points:
+            if point[0] == epoch:
+                return point
+        return None
 
     def before(self, epoch: int) -> int:
         """The latest undo point before ``epoch`` (``epoch`` itself when it is the first)."""
-        return max((e for e in self.points if e < epoch), default=epoch)
+        return max((p[0] for p in self.points if p[0] is not None and p[0] < epoch), default=epoch)
 
     def weights(self, epoch: int) -> Snapshot | None:
-        point = self.points.get(epoch)
-        return None if point is None else point[0]
+        point = self._point(epoch)
+        return None if point is None else point[1]
 
     def restore(self, epoch: int) -> None:
-        weights, opt_state, rng = self.points[epoch]
+        _, weights, opt_state, rng = self._point(epoch)
         self.net.restore(weights)
         self.opt.restore(opt_state)
         if rng is not None:

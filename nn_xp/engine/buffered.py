@@ -109,6 +109,13 @@ class BufferedTrainer(Trainer):
             self.X = xp.concat([X, xp.ones((self.m, 1), dtype=X.dtype, device=net.device)], axis=1)
         self.matmul = K.matmul_function(xp)
         self.fused = net.loss_fn.fused_with is not None
+        self._pairs: tuple[Any, list] = (None, [])  # (parameters, [(layer, W, b)]): see _layer_params
+
+    def _layer_params(self, p: FlatParameters) -> list:
+        """``[(layer, W, b), ...]`` of the parameters ``p``, made again only when the network's are replaced."""
+        if self._pairs[0] is not p:
+            self._pairs = (p, list(zip(self.layers, p[0::2], p[1::2])))
+        return self._pairs[1]
 
     def batch(self, X: Array, Y: Array) -> tuple[Array, Array | None]:
         params = self.net.parameters
@@ -128,7 +135,7 @@ class BufferedTrainer(Trainer):
         values = [(None, A)]
         xp, matmul, block = self.xp, self.matmul, self.block
         Zs, As = (ws.Z, ws.A) if ws is not None else (repeat(None), repeat(None))
-        for layer, W, b, Z, A_out in zip(self.layers, p[0::2], p[1::2], Zs, As):
+        for (layer, W, b), Z, A_out in zip(self._layer_params(p), Zs, As):
             if block:  # the input layer, bias included: [X, 1] @ [W0 | b0].T
                 Z = matmul(A, p.block.T, out=Z)  # (m, n_out)
                 block = False

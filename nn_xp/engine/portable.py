@@ -80,6 +80,8 @@ class Trainer:
 
     def run(self, epochs: int = 1) -> list[list[Array]]:
         """Train ``epochs`` epochs; one row of device metrics (in ``keys`` order) per epoch."""
+        if epochs == 1:
+            return [self.epoch()]
         return [self.epoch() for _ in range(epochs)]
 
     def epoch(self) -> list[Array]:

@@ -24,6 +24,7 @@ class Snapshot:
     def __init__(self, arrays: list[Array], xp: Namespace, flat: Array | None = None,
                  layout: "FlatParameters | None" = None) -> None:
         self.arrays, self.xp, self.flat, self.layout = arrays, xp, flat, layout
+        self.writeable = all(map(is_writeable_array, arrays))  # whether a later snapshot may reuse its buffers
 
     def copy(self) -> "Snapshot":
         """An independent copy, on the same device."""
@@ -49,7 +50,7 @@ class Parameters(list):
 
     def snapshot(self, into: Snapshot | None = None) -> Snapshot:
         """Device copies of the parameters, written into ``into``'s buffers where it has them and they take writes."""
-        if into is not None and len(into.arrays) == len(self) and all(map(is_writeable_array, into.arrays)):
+        if into is not None and into.writeable and len(into.arrays) == len(self):
             for s, p in zip(into.arrays, self):
                 s[...] = p
             return into
