@@ -55,7 +55,7 @@ from peers import PEERS, Problem  # noqa: E402
 #: gradient descent is stable on that network (0.1 diverges on the wide ones, and diverging sigmoids reach
 #: denormal floats, whose arithmetic is many times slower: a benchmark of the wrong thing).
 SIZES = [((1, 20, 1), 100, 0.1), ((1, 20, 1), 1000, 0.1), ((64, 256, 256, 10), 4096, 0.01),
-         ((784, 1024, 1024, 10), 8192, 0.003)]
+         ((64, 64, 64, 10), 4096, 0.01), ((784, 1024, 1024, 10), 8192, 0.003)]
 CPU_PEERS = ["nn_xp", "tuned", "plain", "torch", "sklearn"]
 ACCEL_PEERS = ["nn_xp", "torch"]
 LR_ADAM, BATCH = 0.001, 256
@@ -288,7 +288,7 @@ def time_case(peers: list, rounds: int, round_s: float, settle: float, peak=None
     for name, ts in samples.items():
         q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
         out[name] = {"median": statistics.median(ts), "q1": q[0], "q3": q[2], "min": min(ts), "max": max(ts),
-                     "faults": statistics.median(faults[name])}
+                     "faults": statistics.median(faults[name]), "samples": ts}
     timing = {"k": k, "rounds": done, "peers": out}
     if peaks:
         timing["peak"] = statistics.median(peaks)
@@ -298,6 +298,19 @@ def time_case(peers: list, rounds: int, round_s: float, settle: float, peak=None
 def case_peak(case: dict, res: dict) -> float:
     """The peak a case's percentages are against: measured in its own rounds (older results: the run's best)."""
     return case["timing"].get("peak") or max(res["peak_runs"][case["dtype"]])
+
+
+def paired_ratios(a: dict, b: dict) -> list[float]:
+    """``a``'s time over ``b``'s, round by round (the two ran minutes apart at most, under the same load)."""
+    return [x / y for x, y in zip(a.get("samples", []), b.get("samples", []))]
+
+
+def _ratio_cell(a: dict, b: dict) -> str:
+    ratios = paired_ratios(a, b)
+    if len(ratios) < 2:  # an older result without samples: the ratio of the medians
+        return f"{a['median'] / b['median']:.2f}"
+    q = statistics.quantiles(ratios, n=4)
+    return f"{statistics.median(ratios):.2f} ({q[0]:.2f}–{q[2]:.2f})"
 
 
 def _spread(samples: dict) -> float:
@@ -503,7 +516,6 @@ def _launches(peer, epochs: int) -> dict:
 def _graph_nnxp(prob: Problem, epochs: int) -> dict:
     """One full-batch epoch of nn_xp's public low-level API captured in a CUDA graph, replayed ``epochs`` times."""
     import cupy
-
     from peers import NnXp
 
     def make_epoch(peer):
@@ -547,7 +559,6 @@ def _graph_nnxp(prob: Problem, epochs: int) -> dict:
 
 def _graph_torch(prob: Problem, epochs: int) -> dict:
     import torch
-
     from peers import TorchManual
 
     graphed, eager = TorchManual(prob), TorchManual(prob)
@@ -581,7 +592,7 @@ def _weight_diff(a, b) -> float:
 def profile(args, peer_names) -> str:
     """cProfile of nn_xp's fit, and page faults per epoch (fresh memory), on the two focus sizes."""
     lines = []
-    for (sizes, m, lr), dtype, k in ((SIZES[0], "float64", 2000), (SIZES[3], "float32", 4)):
+    for (sizes, m, lr), dtype, k in ((SIZES[0], "float64", 2000), (SIZES[4], "float32", 4)):
         prob = make_problem(sizes, m, dtype, None, args.backend, args.device, lr)
         peers = [PEERS[n](prob) for n in peer_names if n in ("nn_xp", "tuned")]
         lines.append(f"## {size_name(sizes, m)}, {dtype}, {k} epochs")
@@ -734,13 +745,13 @@ def report(res: dict) -> str:
                 cells.append(f"{g:.1f} ({g / peak:.0%})")
             out.append(f"| {size_name(c['sizes'], c['m'])} | {c['dtype']} | " + " | ".join(cells) + " |")
         others = [n for n in peers if n != "nn_xp"]
-        out += ["", "nn_xp's time divided by each peer's (below 1: nn_xp is faster).", "",
+        out += ["", "nn_xp's time divided by each peer's (below 1: nn_xp is faster): the median of the ratios "
+                "paired round by round, and in brackets their interquartile range, so a loaded run shows.", "",
                 "| size | dtype | " + " | ".join(f"÷ {n}" for n in others) + " |", "|---|---|" + "---|" * len(others)]
         for c in cases:
             pk = c["timing"]["peers"]
             out.append(f"| {size_name(c['sizes'], c['m'])} | {c['dtype']} | "
-                       + " | ".join(f"{pk['nn_xp']['median'] / pk[n]['median']:.2f}" if n in pk else "–"
-                                    for n in others) + " |")
+                       + " | ".join(_ratio_cell(pk["nn_xp"], pk[n]) if n in pk else "–" for n in others) + " |")
         out += ["", "Minor page faults per epoch: memory the peer touched fresh (a 4 KiB page or a 2 MiB huge page "
                 "each), the sign of temporaries too large for the allocator to recycle (above glibc's 32 MiB mmap "
                 "threshold every array is mapped anew and handed back).", "",
@@ -859,7 +870,8 @@ def targets(res: dict) -> list[tuple[str, str]]:
                      + "; ".join(f"{size_name(c['sizes'], c['m'])} {c['dtype']}: {g:+.0f} {what}" for c, g, what in leaks)))
         over = "; ".join(f"{size_name(c['sizes'], c['m'])} {c['dtype']}: {_peak_total(r, c['bound']) / 1e6:.1f} MB = "
                          f"{_peak_total(r, c['bound']) / c['bound']['total']:.2f} × bound"
-                         for c, r in mem if c["bound"]["total"] >= 1e6)  # below 1 MB, pages and the allocator rule
+                         # below 1 MB, pages and the allocator rule
+                         for c, r in mem if c["bound"]["total"] >= 1e6)
         rows.append(("reported", "nn_xp's peak memory per size against data + params + grads + one Z and A per layer: "
                                  + over + " (reasons: benchmarks/README.md)"))
     return rows

@@ -18,8 +18,9 @@ module imports anywhere.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -224,7 +225,8 @@ class TunedNumpy(_NumpyPeer):
             if not self.full:  # the gathered batch
                 x = np.empty((n, self.X.shape[1]), dtype=dt)
                 y = np.empty((n, self.Y.shape[1]), dtype=dt)
-            ones = np.ones(n, dtype=dt)  # db = ones @ dZ: the column sums as one BLAS call, faster than sum(axis=0)
+            # db = ones @ dZ: the column sums as one BLAS call, faster than sum(axis=0)
+            ones = np.ones(n, dtype=dt)
             buf = self.buffers[n] = (Z, A, [z.T for z in Z], x, y, ones)
         return buf
 

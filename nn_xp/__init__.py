@@ -5,10 +5,16 @@ PyTorch and any array-API library.
 """
 from __future__ import annotations
 
-from .activations import ACTIVATIONS, Activation
-from .backends import (BACKENDS, Backend, BackendUnavailableError, available_backends, resolve_backend,
-                       to_numpy)
 from ._version import __version__
+from .activations import ACTIVATIONS, Activation
+from .backends import (
+                       BACKENDS,
+                       Backend,
+                       BackendUnavailableError,
+                       available_backends,
+                       resolve_backend,
+                       to_numpy,
+)
 from .callbacks import Callback, EarlyStopping, LambdaCallback, StopTraining
 from .checkpoint import load_checkpoint, save_checkpoint
 from .engine import ENGINES

@@ -6,7 +6,8 @@ device, so one seed gives the same start on every backend.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -158,20 +158,9 @@ class _BaseMLP(BaseEstimator):
         net = self.network_
         X = X.astype(net.dtype_name, copy=False)  # convert on the host: the device gets the final bytes, once
 
-        validation = None
-        if self.early_stopping:
-            X, Xv, Y, Yv = train_test_split(X, Y, test_size=self.validation_fraction, random_state=rs,
-                                            stratify=stratify)
-            if Xv.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size "
-                                 "of your dataset.")
-            validation = (Xv, Yv)
+        X, Y, validation = self._hold_out(X, Y, rs, stratify)
         n = X.shape[0]
-        batch_size = min(200, n) if self.batch_size == "auto" else self.batch_size
-        if batch_size > n:
-            warnings.warn("Got `batch_size` larger than sample size. It is going to be clipped", UserWarning,
-                          stacklevel=3)
-            batch_size = n
+        batch_size = self._batch_size(n)
 
         callbacks: list[Callback] = []
         if self.solver == "sgd" and self.learning_rate == "invscaling":
@@ -206,6 +195,25 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         return self
+
+    def _hold_out(self, X: np.ndarray, Y: np.ndarray, rs: np.random.RandomState, stratify: Any):
+        """The training part and, with early stopping, scikit-learn's validation split (else None)."""
+        if not self.early_stopping:
+            return X, Y, None
+        X, Xv, Y, Yv = train_test_split(X, Y, test_size=self.validation_fraction, random_state=rs,
+                                        stratify=stratify)
+        if Xv.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size "
+                             "of your dataset.")
+        return X, Y, (Xv, Yv)
+
+    def _batch_size(self, n: int) -> int:
+        batch_size = min(200, n) if self.batch_size == "auto" else self.batch_size
+        if batch_size > n:
+            warnings.warn("Got `batch_size` larger than sample size. It is going to be clipped", UserWarning,
+                          stacklevel=4)
+            batch_size = n
+        return batch_size
 
     def _initialize(self, X: np.ndarray, Y: np.ndarray, hidden: list[int], rs: np.random.RandomState) -> None:
         loss, out, self.out_activation_ = self._output()

@@ -10,7 +10,8 @@ import math
 from numbers import Integral, Real
 from typing import Any
 
-from array_api_compat import array_namespace, device as array_device, is_array_api_obj
+from array_api_compat import array_namespace, is_array_api_obj
+from array_api_compat import device as array_device
 
 from . import backends
 from ._host import to_host_array

@@ -6,8 +6,8 @@ never recomputes an exponential. Everything goes through the namespace ``xp``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import _kernels as K
 from ._typing import Array, Namespace

@@ -8,8 +8,8 @@ they never take ``log(0)`` and their output gradient is ``dZ = (A - Y) / m``
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ._typing import Array, Namespace
 

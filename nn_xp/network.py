@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from . import backends
 from ._host import host_weight, initial_weights, make_rng, to_host_array
@@ -13,7 +14,8 @@ from ._validation import as_model_array, check_model_array, check_same_samples
 from .activations import Activation, get_activation
 from .engine import Parameters, Snapshot, select_engine
 from .losses import Loss, get_loss
-from .training import History, fit as _fit
+from .training import History
+from .training import fit as _fit
 
 __all__ = ["Layer", "Network"]
 
@@ -24,7 +26,7 @@ def on_device(method: Callable) -> Callable:
     """Run a Network method inside its backend's device context (CuPy works on the current GPU)."""
 
     @functools.wraps(method)
-    def wrapper(self: "Network", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Network, *args: Any, **kwargs: Any) -> Any:
         if not self.backend.needs_context:
             return method(self, *args, **kwargs)
         with self.backend.context():
@@ -95,7 +97,8 @@ class Network:
         self.rng = make_rng(seed)
         self.engine_name = "auto" if engine is None else engine  # as asked: to() chooses again from it
         self.engine = select_engine(self.backend, self.dtype, self.engine_name)
-        self.parameters: Parameters = Parameters([], self.backend.xp)  # [W0, b0, W1, b1, ...], laid out by the engine
+        # [W0, b0, W1, b1, ...], laid out by the engine
+        self.parameters: Parameters = Parameters([], self.backend.xp)
         self.optimizer = None
         self.history: History | None = None
         self.set_weights(initial_weights(self.rng, sizes, acts))
@@ -243,7 +246,8 @@ class Network:
         for i in range(len(layers) - 1, -1, -1):
             Z, A = values[i + 1]
             last = i == len(layers) - 1
-            dZ = dA if fused and last else layers[i].activation.backward(dA, Z, A, xp)  # dA * g'(Z), (m, n_out)
+            # dA * g'(Z), (m, n_out)
+            dZ = dA if fused and last else layers[i].activation.backward(dA, Z, A, xp)
             A_prev = values[i][1]
             grads[2 * i] = dZ.T @ A_prev  # dW: (n_out, n_in)
             grads[2 * i + 1] = xp.sum(dZ, axis=0)  # db = sum of dZ: (n_out,)
@@ -382,7 +386,7 @@ class Network:
         """
         return _fit(self, X, Y, epochs=epochs, learning_rate=learning_rate, **kwargs)
 
-    def to(self, backend: str | None = None, device: Any = None) -> "Network":
+    def to(self, backend: str | None = None, device: Any = None) -> Network:
         """Move parameters and optimizer state to another backend/device, in place; returns the network."""
         target = backends.resolve_backend(backend, device)
         weights = self.get_weights()

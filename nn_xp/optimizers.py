@@ -9,9 +9,11 @@ on the host, so no step ever reads the device.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from array_api_compat import array_namespace, device as array_device, is_writeable_array
+from array_api_compat import array_namespace, is_writeable_array
+from array_api_compat import device as array_device
 
 from ._typing import Array
 from ._validation import check_positive
@@ -130,7 +132,7 @@ class Optimizer:
             state.get(n, _EMPTY).get(s) is v[i] for s, v in zip(self.slots, views) for i, n in enumerate(names))
 
     # ------------------------------------------------------------ undo points
-    def snapshot(self, into: "OptimizerSnapshot | None" = None) -> "OptimizerSnapshot":
+    def snapshot(self, into: OptimizerSnapshot | None = None) -> OptimizerSnapshot:
         """Device copies of the step count and state (an undo point), into ``into``'s buffers where they fit."""
         if not self.state:  # stateless (plain SGD) or not started: the step count alone
             if into is not None and not into.state and into.flats is None:
@@ -154,7 +156,7 @@ class Optimizer:
         return OptimizerSnapshot(self.iterations, {n: {s: _copy(a) for s, a in slots.items()}
                                                    for n, slots in self.state.items()})
 
-    def restore(self, snapshot: "OptimizerSnapshot") -> None:
+    def restore(self, snapshot: OptimizerSnapshot) -> None:
         """Return to a :meth:`snapshot` undo point."""
         self.iterations = snapshot.iterations
         if snapshot.flats is None:

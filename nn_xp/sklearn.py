@@ -15,11 +15,11 @@ import math
 from typing import Any
 
 import numpy as np
-
-from ._sklearn_base import _BaseMLP, _ScikitStopping  # noqa: F401 (imports scikit-learn, or says how to)
 from sklearn.base import ClassifierMixin, RegressorMixin  # noqa: E402
 from sklearn.preprocessing import LabelBinarizer  # noqa: E402
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels  # noqa: E402
+
+from ._sklearn_base import _BaseMLP, _ScikitStopping  # noqa: F401 (imports scikit-learn, or says how to)
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._host import rng_state, set_rng_state
 from ._progress import Progress
@@ -113,7 +114,8 @@ class _UndoPoints:
 
     def __init__(self, net: Any, opt: Optimizer, with_rng: bool) -> None:
         self.net, self.opt, self.with_rng = net, opt, with_rng
-        self.points: list[list[Any]] = [[None] * 4, [None] * 4]  # [epoch, weights, optimizer state, rng state]
+        # [epoch, weights, optimizer state, rng state]
+        self.points: list[list[Any]] = [[None] * 4, [None] * 4]
         self.newest = 1
 
     def save(self, epoch: int) -> None:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-from array_api_compat import array_namespace, device as array_device
+from array_api_compat import array_namespace
+from array_api_compat import device as array_device
 
 import nn_xp
 from nn_xp.backends import to_numpy

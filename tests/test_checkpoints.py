@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import SINE_X, SINE_Y
 
 import nn_xp
-from helpers import SINE_X, SINE_Y
 from nn_xp.checkpoint import load_checkpoint
 
 
@@ -46,7 +46,8 @@ def test_resume_without_naming_the_optimizer_continues_the_saved_one(tmp_path):
     first = _net()
     first.fit(SINE_X, SINE_Y, epochs=3, optimizer=nn_xp.Adam(0.01), checkpoint=path, **kwargs)
     resumed = _net()
-    resumed.fit(SINE_X, SINE_Y, epochs=6, resume_from=path, **kwargs)  # no optimizer given: the checkpoint's Adam
+    # no optimizer given: the checkpoint's Adam
+    resumed.fit(SINE_X, SINE_Y, epochs=6, resume_from=path, **kwargs)
     assert isinstance(resumed.optimizer, nn_xp.Adam) and resumed.optimizer.iterations == 6 * 5
     for (W, b), (Wf, bf) in zip(resumed.get_weights(), full.get_weights()):
         np.testing.assert_array_equal(W, Wf)
@@ -89,8 +90,8 @@ def test_optimizer_state_from_the_caller_is_copied():
 
 
 def test_a_checkpoint_missing_a_slot_is_refused(tmp_path):
-    from safetensors.numpy import load_file, save_file
     from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
 
     path = tmp_path / "ck.safetensors"
     _net().fit(SINE_X, SINE_Y, epochs=2, optimizer="adam", checkpoint=path)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import SINE_X, SINE_Y, assert_close, make_net
 
 import nn_xp
-from helpers import SINE_X, SINE_Y, assert_close, make_net
 from nn_xp.activations import ACTIVATIONS
 
 HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu"]

@@ -6,9 +6,9 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import SINE_X, SINE_Y, make_net
 
 import nn_xp
-from helpers import SINE_X, SINE_Y, make_net
 
 
 @pytest.fixture

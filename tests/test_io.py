@@ -11,11 +11,11 @@ import tracemalloc
 import numpy as np
 import pytest
 import safetensors.numpy
+from conftest import SPECS
+from helpers import assert_close, make_net
 from safetensors import safe_open
 
 import nn_xp
-from conftest import SPECS
-from helpers import assert_close, make_net
 from nn_xp.checkpoint import load_checkpoint, save_checkpoint
 from nn_xp.io import ModelFileError, load, save
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import SINE_X, SINE_Y, assert_on_backend
 
 import nn_xp
-from helpers import SINE_X, SINE_Y, assert_on_backend
 
 
 def test_to_moves_parameters_and_optimizer_state(backend):

@@ -4,11 +4,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
-
 from helpers import make_net
-from nn_xp import to_numpy
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from test_core import numerical_gradient
+
+from nn_xp import to_numpy
 
 # the backend fixture only selects a namespace: reusing it across examples is safe
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from conftest import SPECS  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_iris, make_classification, make_regression  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
@@ -19,7 +20,6 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import nn_xp  # noqa: E402
-from conftest import SPECS  # noqa: E402
 from nn_xp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 # the defaults, then small, quick configurations (the checks fit a few hundred times): SGD with momentum

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytest
+from helpers import SINE_X, SINE_Y, assert_close, assert_on_backend, make_net
 
 import nn_xp
-from helpers import SINE_X, SINE_Y, assert_close, assert_on_backend, make_net
 from nn_xp.backends import to_numpy
 
 

@@ -10,8 +10,9 @@ layers every ``Z`` and ``A`` into a :class:`Workspace` reused every epoch.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import repeat
-from typing import Any, Sequence
+from typing import Any
 
 from .. import _kernels as K
 from .._host import concatenate_flat
@@ -81,7 +82,7 @@ class BufferedEngine(PortableEngine):
             ones = self._ones = self.backend.xp.ones(m, dtype=self.dtype, device=self.backend.device)
         return ones if ones.shape[0] == m else ones[:m]  # one vector, the largest batch seen
 
-    def workspace(self, layers: Sequence[Any], m: int) -> "Workspace | None":
+    def workspace(self, layers: Sequence[Any], m: int) -> Workspace | None:
         """The per-layer buffers for batches of ``m`` rows, or None where the network is too small to gain."""
         if m * max(layer.n_out for layer in layers) < self.workspace_min_elements:
             return None
@@ -90,7 +91,7 @@ class BufferedEngine(PortableEngine):
         ws = self._workspace
         if ws is None or ws.m != m:
             self._workspace = None  # free the old buffers before allocating the new ones
-            ws = self._workspace = Workspace(layers, m, self.backend.xp, self.dtype, self.backend.device)
+            ws = self._workspace = Workspace.allocate(layers, m, self.backend.xp, self.dtype, self.backend.device)
         return ws
 
 
@@ -128,7 +129,7 @@ class BufferedTrainer(Trainer):
         self.optimizer.step(params, self.grads, self.names, xp=self.xp)
         return loss, correct
 
-    def forward(self, p: FlatParameters, A: Array, ws: "Workspace | None") -> list[tuple[Array | None, Array]]:
+    def forward(self, p: FlatParameters, A: Array, ws: Workspace | None) -> list[tuple[Array | None, Array]]:
         """``[(None, X), (Z, A), ...]``, into the workspace's buffers where there is one.
 
         With an input block, ``A`` is ``[X, 1]`` and the input layer is one product with ``[W0 | b0]``."""
@@ -151,7 +152,7 @@ class BufferedTrainer(Trainer):
         return values
 
     def backward(self, p: FlatParameters, values: list[tuple[Array | None, Array]], Y: Array,
-                 ws: "Workspace | None") -> Array:
+                 ws: Workspace | None) -> Array:
         """Back-propagation into the gradient buffers; returns the loss (a device scalar).
 
         With a workspace, ``values`` are consumed: each layer's spent ``A`` takes its
@@ -191,18 +192,19 @@ class Workspace:
     """Per layer: ``Z`` (which back-propagation reuses for that layer's ``dA``) and ``A`` (none for the
     identity, whose ``A`` is its ``Z``) for ``m`` rows; ``rows(k)`` gives views for a shorter (last) batch."""
 
-    def __init__(self, layers: Sequence[Any], m: int, xp: Any, dtype: Any, device: Any) -> None:
-        self.m = m
-        self.Z = [xp.empty((m, layer.n_out), dtype=dtype, device=device) for layer in layers]
-        self.A = [None if layer.activation is IDENTITY else xp.empty((m, layer.n_out), dtype=dtype, device=device)
-                  for layer in layers]
-        self._views: dict[int, Workspace] = {m: self}
+    def __init__(self, Z: list[Array], A: list[Array | None], views: dict[int, Workspace] | None = None) -> None:
+        self.Z, self.A, self.m = Z, A, Z[0].shape[0]
+        self.views = {self.m: self} if views is None else views  # one set of buffers, viewed per batch size
 
-    def rows(self, m: int) -> "Workspace":
-        view = self._views.get(m)
+    @classmethod
+    def allocate(cls, layers: Sequence[Any], m: int, xp: Any, dtype: Any, device: Any) -> Workspace:
+        return cls([xp.empty((m, layer.n_out), dtype=dtype, device=device) for layer in layers],
+                   [None if layer.activation is IDENTITY else xp.empty((m, layer.n_out), dtype=dtype, device=device)
+                    for layer in layers])
+
+    def rows(self, m: int) -> Workspace:
+        view = self.views.get(m)
         if view is None:
-            view = self._views[m] = object.__new__(Workspace)
-            view.m, view._views = m, self._views
-            view.Z = [z[:m, ...] for z in self.Z]
-            view.A = [None if a is None else a[:m, ...] for a in self.A]
+            view = self.views[m] = Workspace([z[:m, ...] for z in self.Z],
+                                             [None if a is None else a[:m, ...] for a in self.A], self.views)
         return view

@@ -7,7 +7,8 @@ is all the array API offers and all an immutable library (JAX) allows.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .._host import permutation
 from .._typing import Array
@@ -41,7 +42,7 @@ class PortableEngine:
 
     def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: tuple[Array, Array] | None = None,
                 *, batch_size: int | None = None, shuffle: bool = True,
-                gradient_hook: GradientHook | None = None) -> "Trainer":
+                gradient_hook: GradientHook | None = None) -> Trainer:
         """A :class:`Trainer` for one ``fit`` of ``net`` on model arrays ``(X, Y)``."""
         return Trainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
 
@@ -95,7 +96,8 @@ class Trainer:
                      else xp.arange(m, device=self.net.device))
             loss = correct = 0.0
             for lo in range(0, m, self.batch_size):
-                idx = order[lo:min(lo + self.batch_size, m)]  # in bounds: the array API leaves overshoot unspecified
+                # in bounds: the array API leaves overshoot unspecified
+                idx = order[lo:min(lo + self.batch_size, m)]
                 xb, yb = self.gather(idx)
                 batch_loss, batch_correct = self.batch(xb, yb)
                 loss = loss + batch_loss * (yb.shape[0] / m)

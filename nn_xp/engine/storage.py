@@ -8,7 +8,8 @@ number of layers. Snapshots are device copies in the same layout.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from array_api_compat import is_writeable_array
 
@@ -22,11 +23,12 @@ class Snapshot:
     :class:`FlatParameters`, ``layout``), views of that one buffer."""
 
     def __init__(self, arrays: list[Array], xp: Namespace, flat: Array | None = None,
-                 layout: "FlatParameters | None" = None) -> None:
+                 layout: FlatParameters | None = None) -> None:
         self.arrays, self.xp, self.flat, self.layout = arrays, xp, flat, layout
-        self.writeable = all(map(is_writeable_array, arrays))  # whether a later snapshot may reuse its buffers
+        # whether a later snapshot may reuse its buffers
+        self.writeable = all(map(is_writeable_array, arrays))
 
-    def copy(self) -> "Snapshot":
+    def copy(self) -> Snapshot:
         """An independent copy, on the same device."""
         if self.flat is None:
             return Snapshot([self.xp.asarray(a, copy=True) for a in self.arrays], self.xp)
@@ -82,7 +84,7 @@ class FlatParameters(Parameters):
         super().__init__(views, xp)
         self.flat, self.shapes = flat, tuple(shapes)
 
-    def like(self, flat: Array) -> "FlatParameters":
+    def like(self, flat: Array) -> FlatParameters:
         """The same layout over another flat buffer of the same size (gradients, optimizer slots)."""
         return FlatParameters(flat, self.shapes, self.block is not None, self.xp)
 
