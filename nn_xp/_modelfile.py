@@ -29,7 +29,7 @@ _ITEMSIZE = {"F32": 4, "F64": 8}
 
 
 class ModelFileError(ValueError):
-    """A model or checkpoint file that cannot be loaded: missing, damaged, not nn_xp's, or not this network's."""
+    """A model or checkpoint file that cannot be loaded: missing, damaged, not nn_xp's, not this network's."""
 
 
 def error(path: _Path, problem: str) -> ModelFileError:
@@ -137,7 +137,8 @@ def _check_metadata(path: _Path, header: dict) -> dict:
     if not is_int(version) or version < 1:
         raise error(path, f"has an invalid format_version {short(version)}")
     if version > FORMAT_VERSION:
-        raise error(path, f"was written by nn_xp {str(meta.get('nn_xp_version'))[:40]} in format version {version}; "
+        written_by = str(meta.get('nn_xp_version'))[:40]
+        raise error(path, f"was written by nn_xp {written_by} in format version {version}; "
                            f"this nn_xp reads up to version {FORMAT_VERSION}: upgrade nn_xp to load it")
     sizes, acts, loss, dtype = (meta.get(k) for k in ("layer_sizes", "activations", "loss", "dtype"))
     if not (isinstance(sizes, list) and len(sizes) >= 2 and all(is_int(n) and n >= 1 for n in sizes)):

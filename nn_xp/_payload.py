@@ -32,7 +32,8 @@ def payload(net: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             raise ValueError(f"cannot save the custom activation {layer.activation.name!r}: "
                              "model files name built-in activations only")
     if LOSSES.get(net.loss_fn.name) is not net.loss_fn:
-        raise ValueError(f"cannot save the custom loss {net.loss_fn.name!r}: model files name built-in losses only")
+        raise ValueError(f"cannot save the custom loss {net.loss_fn.name!r}: "
+                         "model files name built-in losses only")
     flat = [a for pair in net.get_weights() for a in pair]
     tensors = {n: np.ascontiguousarray(a, dtype=net.dtype_name) for n, a in zip(net.param_names, flat)}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "nn_xp_version": __version__,
@@ -68,7 +69,8 @@ def jsonable(obj: Any) -> Any:
 
 def write(path: _Path, tensors: dict[str, np.ndarray], meta: dict) -> None:
     """Serialise, write a temporary file beside the target, fsync, then rename over it."""
-    data = safetensors_module().numpy.save(tensors, metadata={FORMAT: json.dumps(meta, separators=(",", ":"))})
+    header = json.dumps(meta, separators=(",", ":"))
+    data = safetensors_module().numpy.save(tensors, metadata={FORMAT: header})
     target = os.path.realpath(os.fspath(path))  # through a symlink, so the link survives
     folder, name = os.path.split(target)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -107,7 +109,7 @@ def write(path: _Path, tensors: dict[str, np.ndarray], meta: dict) -> None:
 
 
 def saved_optimizer(path: _Path, meta: dict) -> Optimizer | None:
-    """A fresh built-in optimizer from the file's config, or None (none saved, or a schedule that JSON cannot hold)."""
+    """A new built-in optimizer from the file's config, or None (none saved, or a schedule)."""
     info = meta.get("optimizer")
     cls = OPTIMIZERS.get(info["name"]) if info is not None else None
     if cls is None or not isinstance(info.get("config"), dict):

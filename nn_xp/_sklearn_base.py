@@ -77,7 +77,8 @@ class _ScikitStopping(EarlyStopping):
             self.wait = 0
             return
         self.stopped_epoch = epoch
-        raise StopTraining(f"{self.monitor} did not improve by more than {self.min_delta} for {self.patience} epochs")
+        raise StopTraining(f"{self.monitor} did not improve by more than {self.min_delta} "
+                           f"for {self.patience} epochs")
 
 
 class _BaseMLP(BaseEstimator):
@@ -120,7 +121,8 @@ class _BaseMLP(BaseEstimator):
         h = self.hidden_layer_sizes
         hidden = [h] if isinstance(h, Integral) else list(h) if hasattr(h, "__iter__") else None
         if hidden is None or any(isinstance(n, bool) or not isinstance(n, Integral) or n < 1 for n in hidden):
-            raise ValueError(f"hidden_layer_sizes must be a positive integer or a sequence of them, got {h!r}")
+            raise ValueError(f"hidden_layer_sizes must be a positive integer or a sequence of them, "
+                             f"got {h!r}")
         for name, valid in (("activation", tuple(_ACTIVATIONS)), ("solver", ("adam", "sgd")),
                             ("learning_rate", ("constant", "invscaling", "adaptive")),
                             ("dtype", (None, "float32", "float64"))):
@@ -132,7 +134,8 @@ class _BaseMLP(BaseEstimator):
         if not _is_int(self.max_iter, 1):
             raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
         if not (_is_int(self.n_iter_no_change, 1) or self.n_iter_no_change == math.inf):
-            raise ValueError(f"n_iter_no_change must be a positive integer or numpy.inf, got {self.n_iter_no_change!r}")
+            raise ValueError("n_iter_no_change must be a positive integer or numpy.inf, "
+                             f"got {self.n_iter_no_change!r}")
         for name in ("alpha", "tol", "power_t"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < math.inf:
@@ -167,9 +170,11 @@ class _BaseMLP(BaseEstimator):
             callbacks.append(_InvScaling(self.learning_rate_init, self.power_t, self.t_, n))
         stop = None
         if not incremental:
-            monitor, min_delta = ("loss", self.tol) if validation is None else self._val_monitor(validation[1])
+            monitor, min_delta = (("loss", self.tol) if validation is None
+                                  else self._val_monitor(validation[1]))
             # scikit-learn stops once n_iter_no_change epochs in a row failed to improve, on the next one
-            patience = self.max_iter + 1 if self.n_iter_no_change == math.inf else int(self.n_iter_no_change) + 1
+            rounds = self.max_iter if self.n_iter_no_change == math.inf else int(self.n_iter_no_change)
+            patience = rounds + 1
             stop = _ScikitStopping(monitor, patience, min_delta, restore_best_weights=validation is not None,
                                    adaptive=self.solver == "sgd" and self.learning_rate == "adaptive")
             callbacks.append(stop)
@@ -298,7 +303,7 @@ def _is_int(value: Any, low: int) -> bool:
 
 
 def _device_spec(device: Any) -> Any:
-    """A device as plain data (``"cpu"``, ``"cuda:1"``, a GPU index), so the pickle never imports a GPU library."""
+    """A device as plain data (``"cpu"``, ``"cuda:1"``, an index): a pickle never imports a GPU library."""
     index = getattr(device, "id", None)  # cupy.cuda.Device
     return index if isinstance(index, int) else str(device)
 
@@ -311,8 +316,8 @@ def _rebuild(saved: dict) -> Network:
     try:
         net = build(saved["backend"], saved["device"])
     except (BackendUnavailableError, ValueError) as exc:
-        warnings.warn(f"this model was trained on {saved['backend']} (device {saved['device']!r}), which is not "
-                      f"usable here ({exc}); it was loaded on numpy. Move it with "
+        warnings.warn(f"this model was trained on {saved['backend']} (device {saved['device']!r}), "
+                      f"which is not usable here ({exc}); it was loaded on numpy. Move it with "
                       "estimator.network_.to(backend, device).", UserWarning, stacklevel=3)
         net = build("numpy", None)
     net.set_weights(saved["weights"])

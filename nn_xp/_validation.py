@@ -1,4 +1,4 @@
-"""Checks at the public entry points: clear errors that name the argument, what was expected and what was given.
+"""Checks at the public entry points: clear errors naming the argument, what was expected and what was given.
 
 Entry points convert the user's data to the model's device once (``as_model_array``);
 the low-level calls (``evaluate``, ``compute_gradient``) only accept arrays that
@@ -21,7 +21,8 @@ __all__ = ["as_model_array", "check_model_array", "check_positive", "check_same_
 
 
 def _describe(x: Any) -> str:
-    return f"{type(x).__name__} of shape {tuple(getattr(x, 'shape', ()))} and dtype {getattr(x, 'dtype', None)}"
+    shape, dtype = tuple(getattr(x, "shape", ())), getattr(x, "dtype", None)
+    return f"{type(x).__name__} of shape {shape} and dtype {dtype}"
 
 
 def _check_kind(x: Array, name: str, xp: Any) -> None:
@@ -79,12 +80,13 @@ def as_model_array(x: Any, name: str, backend: backends.Backend, dtype: str | No
 
 def check_model_array(x: Any, name: str, backend: backends.Backend, dtype: Any,
                       n_cols: int | None) -> Array:
-    """Low-level calls take arrays of the model's own namespace, device and dtype; anything else is an error."""
+    """Low-level calls take arrays of the model's own namespace, device and dtype; else an error."""
     if type(x) is backend.array_type and x.dtype == dtype and getattr(x, "device", None) == backend.device \
             and x.ndim == 2 and x.shape[0] and (n_cols is None or x.shape[1] == n_cols):
         return x  # already the model's, as fit's own calls give: no namespace lookup
     if not is_array_api_obj(x):
-        raise TypeError(f"{name} must be an array of the model's backend ({backend}), got {type(x).__name__}; "
+        raise TypeError(f"{name} must be an array of the model's backend ({backend}), "
+                        f"got {type(x).__name__}; "
                         "use predict/fit for host data, or move it with the backend's asarray")
     if array_namespace(x) is not backend.xp:
         raise TypeError(f"{name} is a {_describe(x)} but the model lives on {backend}; "
@@ -109,4 +111,5 @@ def check_positive(value: Any, name: str, *, integer: bool = False, allow_zero: 
         raise TypeError(f"{name} must be {'an' if integer else 'a'} {kind}, got {value!r}")
     v = float(value)
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}")
+        sign = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a {sign} {kind}, got {value!r}")

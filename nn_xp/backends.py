@@ -65,12 +65,12 @@ class Backend:
         return self.xp.asarray(host, dtype=dtype, device=self.device)
 
     def context(self) -> Any:
-        """Enter around work on this backend: CuPy allocates and launches on the *current* GPU, so make it ours."""
+        """Enter around work on this backend: CuPy works on the *current* GPU, so make it ours."""
         return self.device if self.needs_context else contextlib.nullcontext()
 
     @property
     def needs_context(self) -> bool:
-        """Whether work must run inside :meth:`context` (CuPy); elsewhere it is a no-op that may be skipped."""
+        """Whether work must run inside :meth:`context` (CuPy); elsewhere it is a no-op, skipped."""
         return self.name == "cupy"
 
     @functools.cached_property

@@ -18,12 +18,13 @@ from .optimizers import Optimizer
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
 # generators whose state a checkpoint may name: rebuilt from this list, never looked up by a file's string
-_BIT_GENERATORS = {name: getattr(np.random, name) for name in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")}
+_BIT_GENERATORS = {name: getattr(np.random, name)
+                   for name in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")}
 _Path = Any  # str or os.PathLike
 
 
 def save_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None, epoch: int, history: History) -> None:
-    """Write what ``fit(..., resume_from=path)`` needs to continue exactly: model, optimizer, shuffle RNG, history.
+    """Write what ``fit(..., resume_from=path)`` needs to continue exactly: model, optimizer, RNG, history.
 
     ``epoch`` is the number of epochs completed. The file is also a model file for :func:`load`.
     """
@@ -36,7 +37,7 @@ def save_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None, epoch: i
 
 
 def load_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None) -> tuple[int, History]:
-    """Restore a :func:`save_checkpoint` file into ``net`` and ``optimizer``; return ``(epochs_done, history)``.
+    """Restore a :func:`save_checkpoint` file into ``net`` and ``optimizer``: ``(epochs_done, history)``.
 
     The checkpoint must come from a network with the same layer sizes,
     activations, loss and dtype, and an optimizer of the same class; nothing
@@ -69,8 +70,9 @@ def load_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None) -> tuple
         if optimizer is None:  # a learning-rate schedule: JSON could not hold it
             name = meta["optimizer"]["name"]
             if net.optimizer is None or type(net.optimizer).__name__.lower() != name:
-                raise error(path, f"holds the state of a {short(name)} optimizer whose learning-rate schedule "
-                                  "a file cannot hold; pass fit(optimizer=...) configured as when it was saved")
+                raise error(path, f"holds the state of a {short(name)} optimizer whose learning-rate "
+                                  "schedule a file cannot hold; pass fit(optimizer=...) configured as when "
+                                  "it was saved")
             optimizer = net.optimizer
     if optimizer is not None:
         info, name = meta.get("optimizer"), type(optimizer).__name__.lower()
@@ -81,9 +83,9 @@ def load_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None) -> tuple
         state = optimizer_state(meta, tensors)
         for param, slots in state["state"].items():
             if set(slots) != set(optimizer.slots):
-                raise error(path, f"holds optimizer state {short(sorted(slots))} for {short(param)}, but this "
-                                  f"{name!r} keeps {list(optimizer.slots)}; configure it as when the checkpoint "
-                                  "was saved")
+                raise error(path, f"holds optimizer state {short(sorted(slots))} for {short(param)}, "
+                                  f"but this {name!r} keeps {list(optimizer.slots)}; configure it as "
+                                  "when the checkpoint was saved")
     net.set_weights(weights(meta, tensors))
     if state is not None:
         optimizer.load_state_dict(state, net.params)

@@ -83,7 +83,7 @@ class Network:
                  dtype: str = "float32", seed: Any = 0, engine: str | None = None) -> None:
         sizes = list(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else []
         if len(sizes) < 2 or any(isinstance(n, bool) or not isinstance(n, Integral) or n < 1 for n in sizes):
-            raise ValueError(f"layer_sizes must list at least two positive integers (input and output units), "
+            raise ValueError("layer_sizes must list at least two positive integers (input and output units), "
                              f"got {layer_sizes!r}")
         sizes = [int(n) for n in sizes]  # NumPy integers too, as scikit-learn grids produce
         self.loss_fn: Loss = get_loss(loss)
@@ -112,7 +112,8 @@ class Network:
             return [activations] * (n_layers - 1) + [output]
         acts = list(activations)
         if len(acts) != n_layers:
-            raise ValueError(f"activations must name one activation per layer ({n_layers}), got {len(acts)}: {acts!r}")
+            raise ValueError(f"activations must name one activation per layer ({n_layers}), "
+                             f"got {len(acts)}: {acts!r}")
         return acts
 
     def _check_pairing(self) -> None:
@@ -173,7 +174,7 @@ class Network:
 
     @on_device
     def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
-        """Replace every layer's ``(W, b)`` from host (or any) arrays; all are checked before any is replaced."""
+        """Replace every layer's ``(W, b)`` from host (or any) arrays, all checked before any is replaced."""
         weights = list(weights)
         if len(weights) != len(self.layers):
             raise ValueError(f"set_weights expects {len(self.layers)} (W, b) pairs, got {len(weights)}")
@@ -200,7 +201,7 @@ class Network:
         self.parameters.restore(snapshot)
 
     def release_buffers(self) -> None:
-        """Free the buffers ``fit`` keeps between calls (per-layer ``Z``/``A`` for the largest batch, gradients)."""
+        """Free the buffers ``fit`` keeps between calls (per-layer ``Z``/``A``, gradients)."""
         self.engine.release()
 
     # -------------------------------------------------------------- the math
@@ -222,19 +223,22 @@ class Network:
         return values
 
     @on_device
-    def compute_gradient(self, values: list[tuple[Array | None, Array]], Y: Array) -> tuple[list[Array], list[Array]]:
+    def compute_gradient(self, values: list[tuple[Array | None, Array]],
+                         Y: Array) -> tuple[list[Array], list[Array]]:
         """Back-propagation: ``(dWs, dbs)`` per layer, ``dW`` shaped like ``W`` and ``db`` like ``b``."""
         _, grads = self.value_and_gradient(values, Y)
         return grads[0::2], grads[1::2]
 
     @on_device
-    def value_and_gradient(self, values: list[tuple[Array | None, Array]], Y: Array) -> tuple[Array, list[Array]]:
-        """The loss of :meth:`evaluate`'s ``values`` (a device scalar) and its gradients ``[dW0, db0, dW1, ...]``.
+    def value_and_gradient(self, values: list[tuple[Array | None, Array]],
+                           Y: Array) -> tuple[Array, list[Array]]:
+        """The loss of :meth:`evaluate`'s ``values`` (a device scalar) and its gradients ``[dW0, db0, ...]``.
 
         Nothing given is written.
         """
         if len(values) != len(self.layers) + 1:
-            raise ValueError(f"values must hold {len(self.layers) + 1} (Z, A) pairs from evaluate, got {len(values)}")
+            raise ValueError(f"values must hold {len(self.layers) + 1} (Z, A) pairs from evaluate, "
+                             f"got {len(values)}")
         Y = check_model_array(Y, "Y", self.backend, self.dtype, self.layers[-1].n_out)
         check_same_samples(values[0][1], Y, "values[0] (X)", "Y")
         return self._backward(values, Y)
@@ -336,7 +340,8 @@ class Network:
         xp = self.xp
         if self.loss_fn.correct is not None:
             return float(self.loss_fn.correct(a, Y, xp)) / a.shape[0]
-        resid, total = backends.to_numpy(xp.stack([xp.sum((Y - a) ** 2), xp.sum((Y - xp.mean(Y, axis=0)) ** 2)]))
+        sums = xp.stack([xp.sum((Y - a) ** 2), xp.sum((Y - xp.mean(Y, axis=0)) ** 2)])
+        resid, total = backends.to_numpy(sums)
         if total == 0:  # constant targets: scikit-learn's convention, never a division by zero
             return 1.0 if resid == 0 else 0.0
         return float(1.0 - resid / total)

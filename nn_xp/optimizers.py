@@ -19,8 +19,8 @@ from ._typing import Array
 from ._validation import check_positive
 from .backends import to_numpy
 
-__all__ = ["SGD", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "Optimizer", "OptimizerSnapshot", "StepDecay",
-           "get_optimizer"]
+__all__ = ["SGD", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "Optimizer", "OptimizerSnapshot",
+           "StepDecay", "get_optimizer"]
 
 Schedule = Callable[[int], float]
 
@@ -129,11 +129,12 @@ class Optimizer:
         _, views, names = self._flat
         state = self.state
         return len(state) == len(names) and all(
-            state.get(n, _EMPTY).get(s) is v[i] for s, v in zip(self.slots, views) for i, n in enumerate(names))
+            state.get(n, _EMPTY).get(s) is v[i] for s, v in zip(self.slots, views)
+            for i, n in enumerate(names))
 
     # ------------------------------------------------------------ undo points
     def snapshot(self, into: OptimizerSnapshot | None = None) -> OptimizerSnapshot:
-        """Device copies of the step count and state (an undo point), into ``into``'s buffers where they fit."""
+        """Device copies of the step count and state (an undo point), in ``into``'s buffers where they fit."""
         if not self.state:  # stateless (plain SGD) or not started: the step count alone
             if into is not None and not into.state and into.flats is None:
                 into.iterations = self.iterations
@@ -147,10 +148,11 @@ class Optimizer:
                 into.iterations = self.iterations
                 return into
             return OptimizerSnapshot(self.iterations, {}, [_copy(f) for f in flats], names, views[0])
-        if into is not None and into.flats is None and _same_shapes(_leaves(into.state), _leaves(self.state)) \
-                and into.state.keys() == self.state.keys() and all(map(is_writeable_array, _leaves(into.state))):
-            for saved, a in zip(_leaves(into.state), _leaves(self.state)):
-                saved[...] = a
+        saved = [] if into is None or into.flats is not None else _leaves(into.state)
+        if saved and into.state.keys() == self.state.keys() and _same_shapes(saved, _leaves(self.state)) \
+                and all(map(is_writeable_array, saved)):
+            for kept, a in zip(saved, _leaves(self.state)):
+                kept[...] = a
             into.iterations = self.iterations
             return into
         return OptimizerSnapshot(self.iterations, {n: {s: _copy(a) for s, a in slots.items()}
@@ -181,7 +183,8 @@ class Optimizer:
     def state_dict(self) -> dict[str, Any]:
         """Host copies of the state: ``{"iterations", "state": {name: {slot: numpy array}}}``."""
         return {"iterations": self.iterations,
-                "state": {n: {s: to_numpy(a).copy() for s, a in slots.items()} for n, slots in self.state.items()}}
+                "state": {n: {s: to_numpy(a).copy() for s, a in slots.items()}
+                          for n, slots in self.state.items()}}
 
     def load_state_dict(self, state: dict[str, Any], params: dict[str, Array]) -> None:
         """Restore :meth:`state_dict` output onto the devices of ``params``."""
@@ -210,11 +213,13 @@ class Optimizer:
 
 class OptimizerSnapshot:
     """An optimizer's step count and device copies of its state: per parameter (``state``), or as the flat
-    slot buffers (``flats``, for the parameters ``names`` laid out as ``layout``) when the state was views of them."""
+    slot buffers (``flats``, for the parameters ``names`` laid out as ``layout``) when the state was their
+    views."""
 
     def __init__(self, iterations: int, state: dict[str, dict[str, Array]], flats: list[Array] | None = None,
                  names: tuple[str, ...] = (), layout: Any = None) -> None:
-        self.iterations, self.state, self.flats, self.names, self.layout = iterations, state, flats, names, layout
+        self.iterations, self.state, self.flats = iterations, state, flats
+        self.names, self.layout = names, layout
 
 
 def _leaves(state: dict[str, dict[str, Array]]) -> list[Array]:
@@ -345,7 +350,8 @@ def get_optimizer(optimizer: str | Optimizer | None, learning_rate: float | Sche
     """An optimizer from a name (with ``learning_rate`` if given) or an object passed through."""
     if isinstance(optimizer, Optimizer):
         if learning_rate is not None:
-            raise ValueError("give learning_rate to the optimizer object, not to fit, when passing an optimizer")
+            raise ValueError("give learning_rate to the optimizer object, not to fit, when passing "
+                             "an optimizer")
         return optimizer
     if optimizer is None:
         optimizer = "sgd"

@@ -70,7 +70,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     _y_options: dict = {}
 
     def _encode(self, y: np.ndarray, reset: bool, classes: Any) -> tuple[np.ndarray, Any]:
-        """Targets for nn_xp (class ids for multiclass, 0/1 columns otherwise) and the labels to stratify on."""
+        """Targets for nn_xp (class ids for multiclass, else 0/1 columns) and the labels to stratify on."""
         check_classification_targets(y)
         if reset:
             multilabel = type_of_target(y).startswith("multilabel")
@@ -79,7 +79,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         else:
             unseen = np.setdiff1d(unique_labels(y), self.classes_)
             if len(unseen):
-                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                raise ValueError("`y` has classes not in `self.classes_`. "
+                                 f"`self.classes_` has {self.classes_}. "
                                  f"'y' has {unique_labels(y)}.")
         Y = self._label_binarizer.transform(y)
         if self._label_binarizer.y_type_ == "multiclass":
@@ -150,8 +151,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     >>> import numpy as np
     >>> from nn_xp.sklearn import MLPRegressor
     >>> X = np.linspace(-3, 3, 200).reshape(-1, 1)
-    >>> reg = MLPRegressor(hidden_layer_sizes=(32,), activation="tanh", batch_size=32, learning_rate_init=0.01,
-    ...                    random_state=0, backend="numpy").fit(X, np.sin(X).ravel())
+    >>> reg = MLPRegressor(hidden_layer_sizes=(32,), activation="tanh", batch_size=32,
+    ...                    learning_rate_init=0.01, random_state=0, backend="numpy").fit(X, np.sin(X).ravel())
     >>> reg.score(X, np.sin(X).ravel()) > 0.95
     True
     """
@@ -160,15 +161,17 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     # scikit-learn's signature, ``loss`` first
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
-                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001,
+                 power_t=0.5, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, backend=None, device=None,
                  dtype=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
-            learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose, warm_start=warm_start,
+            learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
+            max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start,
             momentum=momentum, nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
             n_iter_no_change=n_iter_no_change, backend=backend, device=device, dtype=dtype)
@@ -176,7 +179,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _encode(self, y: np.ndarray, reset: bool, classes: Any) -> tuple[np.ndarray, None]:
         if self.loss != "squared_error":
-            raise ValueError(f"loss must be 'squared_error', got {self.loss!r} ('poisson' is not available in nn_xp)")
+            raise ValueError(f"loss must be 'squared_error', got {self.loss!r} "
+                             "('poisson' is not available in nn_xp)")
         return y, None
 
     def _output(self) -> tuple[str, str, str]:

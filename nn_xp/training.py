@@ -43,8 +43,10 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
         opt, start, history = _optimizer_and_history(net, optimizer, learning_rate, resume_from)
         net.optimizer, net.history = opt, history
         trainer = net.engine.trainer(net, opt, X, Y, validation, batch_size=batch_size, shuffle=shuffle)
-        return Run(net, trainer, history, start, epochs, _callbacks(callbacks), Progress(epochs, verbose, start),
-                   checkpoint, checkpoint_every, on_nonfinite).train()
+        progress = Progress(epochs, verbose, start)
+        run = Run(net, trainer, history, start, epochs, _callbacks(callbacks), progress, checkpoint,
+                  checkpoint_every, on_nonfinite)
+        return run.train()
 
 
 def _check_options(epochs: Any, batch_size: Any, checkpoint_every: Any, validation_split: Any,
@@ -63,7 +65,7 @@ def _check_options(epochs: Any, batch_size: Any, checkpoint_every: Any, validati
 
 
 def _split(net: Any, X: Array, Y: Array, validation_data: Any, validation_split: float):
-    """Training data and the held-out pair (or None): ``validation_data``, else the last ``validation_split``."""
+    """Training data, held-out pair (or None): ``validation_data``, else the last ``validation_split``."""
     if validation_data is not None:
         try:
             Xv, Yv = validation_data
@@ -92,7 +94,7 @@ def _callbacks(callbacks: Any) -> list[Callback]:
 
 
 def _optimizer_and_history(net: Any, optimizer: Any, learning_rate: Any, resume_from: Any):
-    """The optimizer that trains (given, resumed, kept from the last fit, or a new SGD), the start epoch, the history."""
+    """The optimizer (given, resumed, kept from the last fit, or a new SGD), the start epoch, the history."""
     opt = get_optimizer(optimizer, learning_rate) if optimizer is not None else None
     start, history = 0, History()
     if resume_from is not None:
@@ -106,7 +108,7 @@ def _optimizer_and_history(net: Any, optimizer: Any, learning_rate: Any, resume_
 
 
 class _UndoPoints:
-    """The state at the start of the last two calls of the trainer: weights, optimizer state, shuffle generator.
+    """The state at the start of the trainer's last two calls: weights, optimizer state, shuffle generator.
 
     Rolling back to one of them undoes a half-done epoch (Ctrl-C) or a divergence.
     The older point's device buffers are reused for the next one where the arrays take writes.
@@ -160,7 +162,8 @@ class Run:
     def __init__(self, net: Any, trainer: Trainer, history: History, start: int, epochs: int,
                  callbacks: list[Callback], progress: Progress, checkpoint: Any, checkpoint_every: int,
                  on_nonfinite: str) -> None:
-        self.net, self.trainer, self.history, self.callbacks, self.progress = net, trainer, history, callbacks, progress
+        self.net, self.trainer, self.history = net, trainer, history
+        self.callbacks, self.progress = callbacks, progress
         self.start, self.epochs, self.on_nonfinite = start, epochs, on_nonfinite
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         self.optimizer = trainer.optimizer
@@ -201,7 +204,7 @@ class Run:
         return self.history
 
     def _loop(self) -> tuple[int, dict, str] | None:
-        """Epochs until the last, a StopTraining or a non-finite loss: None, or (where to roll back, logs, where)."""
+        """Epochs until the last, a StopTraining or a non-finite loss: None, or (back to, logs, where)."""
         epoch, dirty = self.done, False  # dirty: between the start of a call and its recorded end
         try:
             while epoch < self.epochs:
@@ -215,7 +218,8 @@ class Run:
                         return to, dict(zip(self.trainer.keys, values)), f"in epoch {epoch + j}"
                 self._record(epoch, rows)
                 dirty = False
-                if self.checkpoint is not None and self.done // self.checkpoint_every > epoch // self.checkpoint_every:
+                every = self.checkpoint_every
+                if self.checkpoint is not None and self.done // every > epoch // every:
                     self._save_checkpoint()  # before a callback can stop us
                 first, epoch = epoch, self.done
                 if (self.callbacks or not self.progress.silent) and self._notify(first, rows):
@@ -226,7 +230,8 @@ class Run:
             raise
         if self.done > self.start and not bool(self.net.parameters.all_finite()):
             # the last update overflowed: its loss was never measured, its call's start had a finite one
-            return self.undo.before(self.done), {"loss": math.nan}, f"in the last update (epoch {self.done - 1})"
+            last = self.done - 1
+            return self.undo.before(self.done), {"loss": math.nan}, f"in the last update (epoch {last})"
         return None
 
     def _read(self, rows: list[list[Array]]) -> list[list[float]]:
@@ -263,15 +268,16 @@ class Run:
         self.saved_at = epoch
 
     def _diverged(self, epoch: int, logs: dict, where: str) -> None:
-        """Roll back to the start of ``epoch`` (the last with a finite loss), mend the checkpoint, raise or warn."""
+        """Roll back to the start of ``epoch`` (its loss was finite), mend the checkpoint, raise or warn."""
         self.undo.restore(epoch)
         self.history.truncate(epoch)  # the history, too, stops where the weights do
         if self.checkpoint is not None and self.saved_at > epoch:
             self._save_checkpoint(epoch)  # it holds weights whose loss was never finite: replace it
         to = ("the weights this fit started from" if epoch == self.start
               else f"the start of epoch {epoch}, the last with a finite loss")
-        message = (f"the loss became non-finite {where} ({logs}); the network (weights, optimizer state, shuffle "
-                   f"generator) was rolled back to {to}. Try a smaller learning rate, or scale the inputs")
+        message = (f"the loss became non-finite {where} ({logs}); the network (weights, optimizer state, "
+                   f"shuffle generator) was rolled back to {to}. Try a smaller learning rate, or scale "
+                   "the inputs")
         if self.on_nonfinite == "raise":
             raise FloatingPointError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=5)  # at the caller of Network.fit

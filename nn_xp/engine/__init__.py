@@ -1,4 +1,4 @@
-"""How ``fit`` runs a step on a backend: the one place that chooses between the portable and the buffered path.
+"""How ``fit`` runs a step on a backend: the one place that chooses the portable or the buffered path.
 
 An engine belongs to one network (``net.engine``). It lays out the network's
 parameters (:mod:`.storage`), keeps the buffers ``fit`` reuses, and makes a
@@ -28,14 +28,14 @@ ENGINES = ("auto", "portable", "buffered")
 
 
 def select_engine(backend: Any, dtype: Any, name: str | None = None) -> PortableEngine:
-    """A new engine for a network on ``backend`` in ``dtype``: ``name`` from :data:`ENGINES` (None is "auto")."""
+    """A new engine for a network on ``backend`` in ``dtype``: ``name`` from :data:`ENGINES` (None: auto)."""
     name = "auto" if name is None else name
     if not isinstance(name, str) or name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; valid names: {', '.join(ENGINES)}")
     buffered = K.supports_out(backend.xp)
     if name == "buffered" and not buffered:
-        raise ValueError(f"engine='buffered' writes into out= buffers, which the {backend.name} backend does not "
-                         "take (NumPy and CuPy do); use engine='auto' or 'portable'")
+        raise ValueError(f"engine='buffered' writes into out= buffers, which the {backend.name} backend "
+                         "does not take (NumPy and CuPy do); use engine='auto' or 'portable'")
     if name == "portable" or not buffered:
         return PortableEngine(backend, dtype)
     return BufferedEngine(backend, dtype)

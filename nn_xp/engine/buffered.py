@@ -1,4 +1,5 @@
-"""The buffered engine: fit's step written into reused buffers, where the library takes ``out=`` (NumPy, CuPy).
+"""The buffered engine: fit's step written into reused buffers, where the library takes ``out=`` (NumPy,
+CuPy).
 
 It stores the parameters as views of one flat buffer (so an undo point or an
 optimizer step over all of them is one call), and with few inputs keeps the
@@ -56,8 +57,9 @@ class BufferedEngine(PortableEngine):
                                        device=self.backend.device)
         return FlatParameters(flat, [(layer.n_out, layer.n_in) for layer in layers], block, self.backend.xp)
 
-    def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: tuple[Array, Array] | None = None,
-                *, batch_size: int | None = None, shuffle: bool = True, gradient_hook: Any = None) -> Trainer:
+    def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array,
+                validation: tuple[Array, Array] | None = None, *, batch_size: int | None = None,
+                shuffle: bool = True, gradient_hook: Any = None) -> Trainer:
         return BufferedTrainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
 
     def release(self) -> None:
@@ -91,7 +93,8 @@ class BufferedEngine(PortableEngine):
         ws = self._workspace
         if ws is None or ws.m != m:
             self._workspace = None  # free the old buffers before allocating the new ones
-            ws = self._workspace = Workspace.allocate(layers, m, self.backend.xp, self.dtype, self.backend.device)
+            xp, device = self.backend.xp, self.backend.device
+            ws = self._workspace = Workspace.allocate(layers, m, xp, self.dtype, device)
         return ws
 
 
@@ -113,7 +116,7 @@ class BufferedTrainer(Trainer):
         self._pairs: tuple[Any, list] = (None, [])  # (parameters, [(layer, W, b)]): see _layer_params
 
     def _layer_params(self, p: FlatParameters) -> list:
-        """``[(layer, W, b), ...]`` of the parameters ``p``, made again only when the network's are replaced."""
+        """``[(layer, W, b), ...]`` of the parameters ``p``, made again only when the network's are new."""
         if self._pairs[0] is not p:
             self._pairs = (p, list(zip(self.layers, p[0::2], p[1::2])))
         return self._pairs[1]
@@ -192,15 +195,18 @@ class Workspace:
     """Per layer: ``Z`` (which back-propagation reuses for that layer's ``dA``) and ``A`` (none for the
     identity, whose ``A`` is its ``Z``) for ``m`` rows; ``rows(k)`` gives views for a shorter (last) batch."""
 
-    def __init__(self, Z: list[Array], A: list[Array | None], views: dict[int, Workspace] | None = None) -> None:
+    def __init__(self, Z: list[Array], A: list[Array | None],
+                 views: dict[int, Workspace] | None = None) -> None:
         self.Z, self.A, self.m = Z, A, Z[0].shape[0]
         self.views = {self.m: self} if views is None else views  # one set of buffers, viewed per batch size
 
     @classmethod
     def allocate(cls, layers: Sequence[Any], m: int, xp: Any, dtype: Any, device: Any) -> Workspace:
-        return cls([xp.empty((m, layer.n_out), dtype=dtype, device=device) for layer in layers],
-                   [None if layer.activation is IDENTITY else xp.empty((m, layer.n_out), dtype=dtype, device=device)
-                    for layer in layers])
+        def empty(layer: Any) -> Array:
+            return xp.empty((m, layer.n_out), dtype=dtype, device=device)
+
+        return cls([empty(layer) for layer in layers],
+                   [None if layer.activation is IDENTITY else empty(layer) for layer in layers])
 
     def rows(self, m: int) -> Workspace:
         view = self.views.get(m)

@@ -40,8 +40,9 @@ class PortableEngine:
         self.release()
         return Parameters([xp.asarray(h, dtype=self.dtype, device=device, copy=True) for h in weights], xp)
 
-    def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: tuple[Array, Array] | None = None,
-                *, batch_size: int | None = None, shuffle: bool = True,
+    def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array,
+                validation: tuple[Array, Array] | None = None, *, batch_size: int | None = None,
+                shuffle: bool = True,
                 gradient_hook: GradientHook | None = None) -> Trainer:
         """A :class:`Trainer` for one ``fit`` of ``net`` on model arrays ``(X, Y)``."""
         return Trainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)

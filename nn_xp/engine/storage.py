@@ -51,7 +51,7 @@ class Parameters(list):
         self.xp = xp
 
     def snapshot(self, into: Snapshot | None = None) -> Snapshot:
-        """Device copies of the parameters, written into ``into``'s buffers where it has them and they take writes."""
+        """Device copies of the parameters, into ``into``'s buffers where it has them and they take writes."""
         if into is not None and into.writeable and len(into.arrays) == len(self):
             for s, p in zip(into.arrays, self):
                 s[...] = p
@@ -73,7 +73,7 @@ class Parameters(list):
 
 
 class FlatParameters(Parameters):
-    """``[W0, b0, W1, b1, ...]`` as views of the 1-D buffer ``flat``, which can be copied or updated in one call.
+    """``[W0, b0, W1, b1, ...]`` as views of the 1-D buffer ``flat``, copied or updated in one call.
 
     ``block`` is the input layer's ``(n_out, n_in + 1)`` block ``[W0 | b0]`` when the
     layout has one (``W0`` and ``b0`` are then its strided views), else None.
