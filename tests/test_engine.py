@@ -1,0 +1,268 @@
+"""The engine: chosen in one place, the same numbers portable or buffered, a gradient hook, epochs in chunks,
+and the public pieces (snapshots, optimizer steps, undo points, the fit in progress) a user's code can use."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from helpers import SINE_X, SINE_Y, assert_on_backend, make_net
+
+import nn_xp
+from nn_xp.engine import BufferedEngine, FlatParameters, Parameters, PortableEngine
+
+
+def _model_data(net, X, Y):
+    return net.backend.asarray(X, dtype=net.dtype), net.backend.asarray(Y, dtype=net.dtype)
+
+
+# ------------------------------------------------------------------ choosing the engine
+def test_auto_is_buffered_exactly_where_the_library_takes_out(backend):
+    net = make_net(backend, [1, 4, 1])
+    expected = "buffered" if backend.name in ("numpy", "cupy") else "portable"
+    assert net.engine.name == expected
+    assert (net.parameters.flat is not None) == (expected == "buffered")
+    assert nn_xp.Network([1, 4, 1], backend=backend.name, device=backend.device,
+                         engine="portable").engine.name == "portable"
+
+
+def test_unknown_engine_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown engine 'fast'; valid names: auto, portable, buffered"):
+        nn_xp.Network([1, 4, 1], backend="numpy", engine="fast")
+
+
+def test_buffered_engine_on_a_library_without_out_is_a_clear_error():
+    pytest.importorskip("array_api_strict")
+    with pytest.raises(ValueError, match="engine='buffered' writes into out= buffers.*array_api_strict"):
+        nn_xp.Network([1, 4, 1], backend="array_api_strict", engine="buffered")
+
+
+def test_to_chooses_the_engine_again_and_fails_whole():
+    pytest.importorskip("array_api_strict")
+    net = nn_xp.Network([1, 4, 1], backend="numpy", dtype="float64")
+    weights = net.get_weights()
+    net.to("array_api_strict")
+    assert net.engine.name == "portable" and net.parameters.flat is None
+    net.to("numpy")
+    assert net.engine.name == "buffered" and net.parameters.flat is not None
+    pinned = nn_xp.Network([1, 4, 1], backend="numpy", dtype="float64", engine="buffered")
+    with pytest.raises(ValueError, match="engine='buffered'"):
+        pinned.to("array_api_strict")
+    assert pinned.engine.name == "buffered" and pinned.backend.name == "numpy"  # all or nothing
+    pinned.fit(SINE_X, SINE_Y, epochs=2)
+    for (W, b), (Wn, bn) in zip(net.get_weights(), weights):  # moved there and back, exactly
+        np.testing.assert_array_equal(W, Wn)
+        np.testing.assert_array_equal(b, bn)
+
+
+# ------------------------------------------------------------------ the same numbers
+@pytest.mark.parametrize("head", [("identity", "mse", 2), ("sigmoid", "binary_cross_entropy", 2),
+                                  ("softmax", "cross_entropy", 3)], ids=lambda h: h[1])
+@pytest.mark.parametrize("batch_size", [None, 7])
+@pytest.mark.parametrize("optimizer", [nn_xp.SGD(0.05, momentum=0.9, nesterov=True),
+                                       nn_xp.AdamW(0.01, weight_decay=0.1)], ids=["nesterov", "adamw"])
+def test_buffered_and_portable_engines_agree_over_losses_and_validation(head, batch_size, optimizer):
+    """Every metric of the history (accuracy and validation included) and the weights, float64, rtol 1e-13."""
+    out, loss, n_out = head
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((30, 3))
+    Y = (X[:, :n_out] > 0).astype(float) if loss != "cross_entropy" else np.argmax(X, axis=1)
+    runs = []
+    for engine in ("buffered", "portable"):
+        net = nn_xp.Network([3, 6, 5, n_out], ["tanh", "relu", out], loss=loss, backend="numpy",
+                            dtype="float64", seed=2, engine=engine)
+        opt = type(optimizer)(**optimizer.config())
+        history = net.fit(X, Y, epochs=5, batch_size=batch_size, optimizer=opt, validation_split=0.2)
+        runs.append((net, history))
+    (fast, h_fast), (portable, h_portable) = runs
+    accuracy = {"accuracy", "val_accuracy"} if loss != "mse" else set()
+    assert set(h_fast.history) == {"loss", "val_loss"} | accuracy
+    for key in h_fast.history:
+        np.testing.assert_allclose(h_fast[key], h_portable[key], rtol=1e-13, err_msg=key)
+    for (W, b), (Wp, bp) in zip(fast.get_weights(), portable.get_weights()):
+        np.testing.assert_allclose(W, Wp, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(b, bp, rtol=1e-13, atol=1e-15)
+
+
+# ------------------------------------------------------------------ the gradient hook
+def test_the_gradient_hook_sits_between_back_propagation_and_the_step(backend):
+    """A hook doubling the gradients in place is plain SGD at twice the rate; it sees the engine's own."""
+    net = make_net(backend, [2, 5, 1], ["tanh", "identity"], seed=1)
+    rng = np.random.default_rng(0)
+    X, Y = _model_data(net, rng.standard_normal((16, 2)), rng.standard_normal((16, 1)))
+    seen = []
+
+    def double(grads):
+        seen.append(grads)
+        for g in grads:
+            g *= 2.0
+
+    trainer = net.engine.trainer(net, nn_xp.SGD(0.05), X, Y, gradient_hook=double)
+    rows = trainer.run(3)
+    assert len(seen) == 3 and all(isinstance(g, Parameters) for g in seen)
+    assert (seen[0].flat is not None) == (net.engine.name == "buffered")  # one buffer: one allreduce
+    assert trainer.keys == ["loss"] and [len(r) for r in rows] == [1, 1, 1]
+    assert_on_backend(rows[0][0], backend, "float64")  # device scalars: the loop, not the engine, reads them
+    reference = make_net(backend, [2, 5, 1], ["tanh", "identity"], seed=1)
+    reference.fit(X, Y, epochs=3, learning_rate=0.1)
+    for (W, b), (Wr, br) in zip(net.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(W, Wr, rtol=1e-12)
+        np.testing.assert_allclose(b, br, rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------------------------ epochs in chunks
+def _chunked(net, chunk: int, calls: list) -> None:
+    """Give ``net`` an engine whose trainers run ``chunk`` epochs per call, as a compiled engine would."""
+    base = type(net.engine)
+
+    class Chunked(base):
+        def trainer(self, *args, **kwargs):
+            trainer = super().trainer(*args, **kwargs)
+            trainer.chunk = chunk
+            run = trainer.run
+
+            def counted(epochs):
+                calls.append(epochs)
+                return run(epochs)
+
+            trainer.run = counted
+            return trainer
+
+    net.engine = Chunked(net.backend, net.dtype)
+    net.set_weights(net.get_weights())  # laid out by the new engine
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_the_loop_runs_an_engine_that_trains_several_epochs_per_call(backend, batch_size):
+    net = make_net(backend, [1, 8, 1], seed=4)
+    calls, epochs_seen = [], []
+    _chunked(net, 3, calls)
+    history = net.fit(SINE_X, SINE_Y, epochs=7, batch_size=batch_size, optimizer="adam", learning_rate=0.01,
+                      callbacks=lambda epoch, logs: epochs_seen.append(epoch))
+    assert calls == [3, 3, 1] and epochs_seen == list(range(7)) and history.epoch == list(range(7))
+    reference = make_net(backend, [1, 8, 1], seed=4)
+    ref_history = reference.fit(SINE_X, SINE_Y, epochs=7, batch_size=batch_size, optimizer="adam",
+                                learning_rate=0.01)
+    np.testing.assert_allclose(history["loss"], ref_history["loss"], rtol=1e-13)
+    for (W, b), (Wr, br) in zip(net.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(W, Wr, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(b, br, rtol=1e-13, atol=1e-15)
+
+
+def test_a_divergence_inside_a_chunk_rolls_back_to_a_chunk_start():
+    net = nn_xp.Network([1, 16, 1], ["relu", "identity"], backend="numpy", dtype="float64", seed=1)
+    calls = []
+    _chunked(net, 3, calls)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        net.fit(SINE_X * 100, SINE_Y * 100, epochs=200, learning_rate=5.0)
+    assert len(calls) >= 2 and len(net.history) % 3 == 0  # whole chunks before the one that failed
+    assert net.history.epoch == list(range(len(net.history)))
+    assert all(np.all(np.isfinite(W)) and np.all(np.isfinite(b)) for W, b in net.get_weights())
+    assert math.isfinite(net.loss(SINE_X * 100, SINE_Y * 100))
+
+
+def test_a_checkpoint_is_written_when_a_chunk_crosses_its_epoch(tmp_path):
+    path = tmp_path / "ck.safetensors"
+    net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=2)
+    _chunked(net, 3, [])
+    net.fit(SINE_X, SINE_Y, epochs=6, checkpoint=path, checkpoint_every=4)  # chunks end at 3, 6
+    fresh = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64")
+    epoch, history = nn_xp.load_checkpoint(path, fresh, None)
+    assert epoch == 6 and len(history) == 6
+
+
+# ------------------------------------------------------------------ public snapshots and the fit in progress
+def test_snapshot_and_restore_are_device_copies_that_keep_the_parameters_live(backend):
+    net = make_net(backend, [2, 5, 1], seed=3)
+    X = np.random.default_rng(1).standard_normal((12, 2))
+    before, held = net.get_weights(), net.params["W0"]
+    saved = net.snapshot()
+    assert_on_backend(saved.arrays[0], backend, "float64")
+    net.fit(X, X[:, :1], epochs=3, learning_rate=0.1)
+    net.restore(saved)
+    assert net.params["W0"] is held  # in place: what the user holds stays the live parameter
+    for (W, b), (W0, b0) in zip(net.get_weights(), before):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+    kept = saved.copy()
+    net.fit(X, X[:, :1], epochs=2, learning_rate=0.1)
+    assert saved.writeable and net.snapshot(into=saved) is saved  # its buffers reused: no new allocation
+    net.restore(kept)
+    np.testing.assert_array_equal(net.get_weights()[0][0], before[0][0])
+
+
+def test_a_users_own_best_weights_callback_needs_no_private_attribute():
+    """What EarlyStopping does, from the public API: ``self.run.weights_for(key)`` and ``net.restore``."""
+
+    class KeepBest(nn_xp.Callback):
+        def on_train_begin(self, net):
+            self.best, self.weights = math.inf, None
+
+        def on_epoch_end(self, epoch, logs):
+            if logs["loss"] < self.best:
+                self.best, self.weights = logs["loss"], self.run.weights_for("loss")
+
+        def on_train_end(self, net):
+            net.restore(self.weights)
+
+    net = nn_xp.Network([1, 8, 1], "tanh", backend="numpy", dtype="float64", seed=0)
+    keep = KeepBest()
+    history = net.fit(SINE_X, SINE_Y, epochs=60, learning_rate=3.0, callbacks=keep, on_nonfinite="warn")
+    assert keep.best == min(history["loss"]) and keep.best < history["loss"][-1]  # the rate overshoots
+    assert net.loss(SINE_X, SINE_Y) == pytest.approx(keep.best, rel=1e-12)
+
+
+# ------------------------------------------------------------------ optimizers: one rule, two applications
+@pytest.mark.parametrize("make", [lambda: nn_xp.Adam(0.01, weight_decay=0.1), lambda: nn_xp.AdamW(0.01),
+                                  lambda: nn_xp.SGD(0.1, momentum=0.9, weight_decay=0.01)],
+                         ids=["adam", "adamw", "sgd-momentum"])
+def test_a_rule_applied_to_one_flat_buffer_equals_it_applied_per_parameter(make):
+    import array_api_compat.numpy as xp
+
+    rng = np.random.default_rng(5)
+    shapes = [(4, 3), (2, 4)]
+    host = [a for n_out, n_in in shapes
+            for a in (rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out))]
+    flat_params = FlatParameters(np.concatenate([a.ravel() for a in host]), shapes, False, xp)
+    flat_grads = flat_params.like(np.empty_like(flat_params.flat))
+    listed = [a.copy() for a in host]
+    flat_opt, list_opt = make(), make()
+    for _ in range(4):
+        grads = [rng.standard_normal(a.shape) for a in host]
+        for view, g in zip(flat_grads, grads):
+            view[...] = g
+        flat_opt.step(flat_params, flat_grads)
+        list_opt.step(listed, [g.copy() for g in grads])  # any list, default names W0, b0, ...
+    assert sorted(list_opt.state) == ["W0", "W1", "b0", "b1"]
+    for p, q in zip(flat_params, listed):
+        np.testing.assert_allclose(p, q, rtol=1e-14, atol=1e-16)
+
+
+def test_step_works_on_any_namespace_with_immutable_style_rules(backend):
+    """``Optimizer.step`` on plain lists of the backend's arrays: the list's items are the new parameters."""
+    xp = backend.xp
+    params = [backend.asarray(np.ones((2, 3))), backend.asarray(np.zeros(2))]
+    grads = [backend.asarray(np.full((2, 3), 0.5)), backend.asarray(np.ones(2))]
+    nn_xp.SGD(0.1).step(params, grads, ["W0", "b0"], xp=xp)
+    np.testing.assert_allclose(nn_xp.to_numpy(params[0]), 0.95)
+    np.testing.assert_allclose(nn_xp.to_numpy(params[1]), -0.1)
+
+
+@pytest.mark.parametrize("engine", ["buffered", "portable"])
+def test_an_optimizer_undo_point_survives_its_state_being_replaced(engine):
+    net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=7, engine=engine)
+    opt = nn_xp.Adam(0.01)
+    net.fit(SINE_X, SINE_Y, epochs=3, batch_size=25, optimizer=opt)
+    saved, expected = opt.snapshot(), opt.state_dict()
+    net.fit(SINE_X, SINE_Y, epochs=2, batch_size=25)
+    opt.load_state_dict(opt.state_dict(), net.params)  # the state replaced since the undo point
+    opt.restore(saved)
+    restored = opt.state_dict()
+    assert restored["iterations"] == expected["iterations"] == 12
+    for name, slots in expected["state"].items():
+        for slot, value in slots.items():
+            np.testing.assert_array_equal(restored["state"][name][slot], value)
+
+
+def test_engines_are_exported_for_plugging_in():
+    assert issubclass(BufferedEngine, PortableEngine) and nn_xp.ENGINES == ("auto", "portable", "buffered")
