@@ -201,6 +201,7 @@ class Run:
             self._save_checkpoint()  # stopped early, or epochs % checkpoint_every
         for cb in self.callbacks:
             cb.on_train_end(self.net)
+            cb.set_run(None)  # the fit is over: a kept callback must not keep its data and buffers alive
         return self.history
 
     def _loop(self) -> tuple[int, dict, str] | None:

@@ -266,3 +266,12 @@ def test_an_optimizer_undo_point_survives_its_state_being_replaced(engine):
 
 def test_engines_are_exported_for_plugging_in():
     assert issubclass(BufferedEngine, PortableEngine) and nn_xp.ENGINES == ("auto", "portable", "buffered")
+
+
+def test_the_divergence_warning_points_at_the_callers_line_and_callbacks_let_go_of_the_fit():
+    net = nn_xp.Network([1, 16, 1], ["relu", "identity"], backend="numpy", dtype="float64", seed=1)
+    stopper = nn_xp.EarlyStopping(monitor="loss", patience=500)
+    with pytest.warns(RuntimeWarning, match="non-finite") as record:
+        net.fit(SINE_X * 100, SINE_Y * 100, epochs=200, learning_rate=5.0, on_nonfinite="warn", callbacks=stopper)
+    assert record[0].filename == __file__
+    assert stopper.run is None  # it would otherwise hold the training data and the engine's buffers
