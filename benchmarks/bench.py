@@ -51,9 +51,9 @@ sys.path.insert(0, str(HERE))
 
 from peers import PEERS, Problem  # noqa: E402
 
-#: (layer sizes, samples, full-batch learning rate); the first is the blog's network. Each rate is one at which
-#: gradient descent is stable on that network (0.1 diverges on the wide ones, and diverging sigmoids reach
-#: denormal floats, whose arithmetic is many times slower: a benchmark of the wrong thing).
+#: (layer sizes, samples, full-batch learning rate); the first is the blog's network. Each rate is one at
+#: which gradient descent is stable on that network (0.1 diverges on the wide ones, and diverging sigmoids
+#: reach denormal floats, whose arithmetic is many times slower: a benchmark of the wrong thing).
 SIZES = [((1, 20, 1), 100, 0.1), ((1, 20, 1), 1000, 0.1), ((64, 256, 256, 10), 4096, 0.01),
          ((64, 64, 64, 10), 4096, 0.01), ((784, 1024, 1024, 10), 8192, 0.003)]
 CPU_PEERS = ["nn_xp", "tuned", "plain", "torch", "sklearn"]
@@ -77,8 +77,10 @@ def size_name(sizes, m=None) -> str:
 
 
 # ------------------------------------------------------------------ problems
-def make_problem(sizes, m, dtype, batch_size=None, backend="numpy", device=None, lr=0.1, seed=SEED) -> Problem:
-    """Data and float64 starting weights from one ``numpy.random.Generator(seed)``, the same for every peer."""
+def make_problem(sizes, m, dtype, batch_size=None, backend="numpy", device=None, lr=0.1,
+                 seed=SEED) -> Problem:
+    """Data and float64 starting weights from one ``numpy.random.Generator(seed)``, the same for every
+    peer."""
     rng = np.random.default_rng(seed)
     weights = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
@@ -150,7 +152,8 @@ def machine_info(threads: int, pool_info: list, label: str | None = None) -> dic
     return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "platform": platform.platform(),
             "versions": versions, "threads": threads,
             "env": {k: os.environ.get(k, "not set") for k in ENV_VARS},
-            "pools": [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "prefix")}
+            "pools": [{k: i.get(k)
+                       for k in ("internal_api", "version", "architecture", "num_threads", "prefix")}
                       for i in pool_info]}
 
 
@@ -158,8 +161,8 @@ def _git_commit() -> str:
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "nn_xp"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "nn_xp"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
         return f" (commit {head}{', nn_xp/ modified' if dirty else ''})" if head else ""
     except Exception:
         return ""
@@ -204,14 +207,14 @@ def matmul_peak(kind: str, dtype: str, device=None, reps: int = 5, sizes=PEAK_SI
             a = np.ones((n, n), dtype)
             b = np.ones((n, n), dtype)
             out = np.empty((n, n), dtype)
-            f, sync = (lambda: np.matmul(a, b, out=out)), (lambda: None)
+            f, sync = (lambda a=a, b=b, out=out: np.matmul(a, b, out=out)), (lambda: None)
         elif kind == "torch":
             import torch
 
             a = torch.ones((n, n), dtype=getattr(torch, dtype), device=device)
             b = torch.ones_like(a)
             out = torch.empty_like(a)
-            f = lambda: torch.mm(a, b, out=out)  # noqa: E731
+            f = lambda a=a, b=b, out=out: torch.mm(a, b, out=out)  # noqa: E731
             sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
         else:  # cupy
             import cupy
@@ -219,7 +222,7 @@ def matmul_peak(kind: str, dtype: str, device=None, reps: int = 5, sizes=PEAK_SI
             a = cupy.ones((n, n), dtype)
             b = cupy.ones((n, n), dtype)
             out = cupy.empty((n, n), dtype)
-            f, sync = (lambda: cupy.matmul(a, b, out=out)), cupy.cuda.Device().synchronize
+            f, sync = (lambda a=a, b=b, out=out: cupy.matmul(a, b, out=out)), cupy.cuda.Device().synchronize
         f()
         sync()
         times = []
@@ -253,9 +256,9 @@ def _timed(peer, epochs: int) -> float:
 def time_case(peers: list, rounds: int, round_s: float, settle: float, peak=None) -> dict:
     """Interleaved rounds; each run is ``k`` epochs (the same ``k`` for every peer), reported per epoch.
 
-    ``peak()``, if given, measures the matrix-product peak (GFLOP/s) once per round, among the peers: a shared,
-    noisy machine changes speed from minute to minute, and a percent of peak means something only against a
-    peak measured under the same conditions."""
+    ``peak()``, if given, measures the matrix-product peak (GFLOP/s) once per round, among the peers: a
+    shared, noisy machine changes speed from minute to minute, and a percent of peak means something only
+    against a peak measured under the same conditions."""
     est = {}
     for p in peers:
         _timed(p, 1)  # warm-up: first-call costs, BLAS buffers, allocator pools
@@ -296,7 +299,8 @@ def time_case(peers: list, rounds: int, round_s: float, settle: float, peak=None
 
 
 def case_peak(case: dict, res: dict) -> float:
-    """The peak a case's percentages are against: measured in its own rounds (older results: the run's best)."""
+    """The peak a case's percentages are against: measured in its own rounds (older results: the run's
+    best)."""
     return case["timing"].get("peak") or max(res["peak_runs"][case["dtype"]])
 
 
@@ -325,7 +329,8 @@ def _spread(samples: dict) -> float:
 
 # ------------------------------------------------------------------ agreement
 def agreement(peer_names: list[str], backend: str, device) -> list[dict]:
-    """Each peer's weights after a few float64 epochs vs the plain-NumPy reference, relative to the largest weight."""
+    """Each peer's weights after a few float64 epochs vs the plain-NumPy reference, relative to the
+    largest weight."""
     rows = []
     checks = [((1, 20, 1), 100, None, 5), ((4, 16, 16, 3), 64, None, 5), ((4, 16, 16, 3), 64, 16, 3)]
     for sizes, m, bs, epochs in checks:
@@ -333,7 +338,8 @@ def agreement(peer_names: list[str], backend: str, device) -> list[dict]:
         ref = PEERS["plain"](prob)
         ref.run(epochs)
         wref = ref.weights()
-        case = f"{size_name(sizes, m)}, " + ("full-batch SGD" if bs is None else f"Adam, batch {bs}, shuffled")
+        case = f"{size_name(sizes, m)}, " + ("full-batch SGD" if bs is None
+                                              else f"Adam, batch {bs}, shuffled")
         for name in peer_names:
             if name == "plain":
                 continue
@@ -360,10 +366,12 @@ def _status_kb(key: str) -> int:
 
 
 def _warm_up(spec: dict) -> None:
-    """Load what the peer loads lazily (modules, thread pools, first-call caches), so the baseline includes it."""
+    """Load what the peer loads lazily (modules, thread pools, first-call caches), so the baseline
+    includes it."""
     n_threads, _ = threads_and_blas(spec["threads"])
     set_torch_threads(n_threads)
-    tiny = make_problem((2, 3, 2), 8, spec["dtype"], spec["batch_size"] and 4, spec["backend"], spec["device"])
+    tiny = make_problem((2, 3, 2), 8, spec["dtype"], spec["batch_size"] and 4, spec["backend"],
+                        spec["device"])
     PEERS[spec["peer"]](tiny).run(2)
     big = np.ones((1024, 1024), spec["dtype"])
     big @ big  # BLAS touches its packing buffers on the first large product
@@ -391,12 +399,14 @@ def memory_child(spec: dict) -> dict:
     epochs = spec["epochs"]
     rss = _sample_epochs(peer, epochs, lambda: _status_kb("VmRSS") * 1024)
     peak = _status_kb("VmHWM") if hwm_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {"peak_extra": (peak - base) * 1024, "rss": _growth(rss, epochs), "epochs": epochs, "hwm_reset": hwm_reset}
+    out = {"peak_extra": (peak - base) * 1024, "rss": _growth(rss, epochs), "epochs": epochs,
+           "hwm_reset": hwm_reset}
     del peer
     gc.collect()
     if spec["peer"] != "torch" and spec["backend"] == "numpy":
-        # NumPy reports its buffers to tracemalloc: exact bytes, no allocator noise. A second peer, built and
-        # trained under it, gives the most bytes it held at once (the data were allocated before: not counted).
+        # NumPy reports its buffers to tracemalloc: exact bytes, no allocator noise. A second peer, built
+        # and trained under it, gives the most bytes it held at once (the data were allocated before: not
+        # counted).
         tracemalloc.start()
         peer = PEERS[spec["peer"]](prob)
         used = _sample_epochs(peer, epochs, lambda: tracemalloc.get_traced_memory()[0])
@@ -407,7 +417,8 @@ def memory_child(spec: dict) -> dict:
 
 
 def _sample_epochs(peer, epochs: int, read) -> dict:
-    """``read()`` after every epoch (or after epochs 2, the middle one and the last, for peers without a hook)."""
+    """``read()`` after every epoch (or after epochs 2, the middle one and the last, for peers without a
+    hook)."""
     used = np.zeros(epochs + 1)  # preallocated: sampling must not allocate what it measures
     if peer.per_epoch_hook:
         peer.run(epochs, lambda epoch: used.__setitem__(epoch + 1, read()))
@@ -429,14 +440,16 @@ def _growth(used: dict, epochs: int) -> dict:
 
 def memory_case(peer_names, sizes, m, dtype, lr, epochs, args) -> dict:
     if args.backend != "numpy" and str(args.device).startswith("cuda"):
-        return {name: device_memory(name, make_problem(sizes, m, dtype, None, args.backend, args.device, lr), epochs)
+        return {name: device_memory(name, make_problem(sizes, m, dtype, None, args.backend, args.device, lr),
+                                    epochs)
                 for name in peer_names}
     out = {}
     for name in peer_names:
         spec = {"peer": name, "sizes": list(sizes), "m": m, "dtype": dtype, "batch_size": None, "lr": lr,
                 "backend": args.backend, "device": args.device, "epochs": epochs, "threads": args.threads,
                 "nn_xp": args.nn_xp}
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--memory-child", json.dumps(spec)],
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--memory-child",
+                               json.dumps(spec)],
                               capture_output=True, text=True, timeout=900)
         if proc.returncode:
             out[name] = {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
@@ -460,7 +473,8 @@ def device_memory(name: str, prob: Problem, epochs: int) -> dict:
 
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            base, current, peak = torch.cuda.memory_allocated(), torch.cuda.memory_allocated, torch.cuda.max_memory_allocated
+            base, current, peak = (torch.cuda.memory_allocated(), torch.cuda.memory_allocated,
+                                   torch.cuda.max_memory_allocated)
         peer = PEERS[name](prob)
 
         def read():
@@ -468,14 +482,16 @@ def device_memory(name: str, prob: Problem, epochs: int) -> dict:
             return current()
 
         used = _sample_epochs(peer, epochs, read)
-        return {"peak_extra": peak() - base, "device_growth": _growth(used, epochs), "epochs": epochs, "device": True}
+        return {"peak_extra": peak() - base, "device_growth": _growth(used, epochs), "epochs": epochs,
+                "device": True}
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 # ------------------------------------------------------------------ GPU extras
 def gpu_extras(args) -> dict:
-    """On CUDA: kernel launches per epoch (1-20-1, via torch.profiler's CUPTI trace) and CUDA-graph replays."""
+    """On CUDA: kernel launches per epoch (1-20-1, via torch.profiler's CUPTI trace) and CUDA-graph
+    replays."""
     prob = make_problem((1, 20, 1), 100, "float32", None, args.backend, args.device)
     res = {"launches": {}, "graphs": {}}
     for name in ACCEL_PEERS:
@@ -514,7 +530,8 @@ def _launches(peer, epochs: int) -> dict:
 
 
 def _graph_nnxp(prob: Problem, epochs: int) -> dict:
-    """One full-batch epoch of nn_xp's public low-level API captured in a CUDA graph, replayed ``epochs`` times."""
+    """One full-batch epoch of nn_xp's public low-level API captured in a CUDA graph, replayed ``epochs``
+    times."""
     import cupy
     from peers import NnXp
 
@@ -649,7 +666,8 @@ def _peak_cell(r, bound) -> str:
 def _excess(c: dict, total: float) -> str:
     extra = total - c["bound"]["total"]
     widest = max(c["sizes"][1:])
-    return f"{extra / 1e6:+.1f} MB ≈ {extra / (c['m'] * widest * np.dtype(c['dtype']).itemsize):+.1f} × (m × {widest})"
+    return (f"{extra / 1e6:+.1f} MB ≈ {extra / (c['m'] * widest * np.dtype(c['dtype']).itemsize):+.1f} "
+            f"× (m × {widest})")
 
 
 def _growth_cell(r) -> str:
@@ -690,31 +708,33 @@ def report(res: dict) -> str:
                    f"kernel `{p['architecture'] or '-'}`, {p['num_threads']} threads")
     out += ["", "## What is timed", "",
             "Every peer trains the same network from the same starting weights (one `numpy.random.Generator("
-            f"{SEED})`): sigmoid hidden layers, identity output, the blog's loss `0.5‖A−Y‖²/m` computed and read "
-            "back every epoch, back-propagation, then plain gradient descent with a fixed learning rate "
-            "on the full batch (" + ", ".join(dict.fromkeys(f"{size_name(s)}: {lr}" for s, _, lr in SIZES))
+            f"{SEED})`): sigmoid hidden layers, identity output, the blog's loss `0.5‖A−Y‖²/m` computed "
+            "and read back every epoch, back-propagation, then plain gradient descent with a fixed learning "
+            "rate on the full batch ("
+            + ", ".join(dict.fromkeys(f"{size_name(s)}: {lr}" for s, _, lr in SIZES))
             + f"; stable on each), or Adam (lr {LR_ADAM}) on shuffled mini-batches of {BATCH}. "
-            "Times are medians over interleaved rounds of the seconds per epoch in the steady state: each run "
-            "resets the peer to the starting weights and trains one untimed epoch, then `k` timed epochs (the "
-            "same `k` for every peer of a case); the peers' order rotates every round, with a pause before each "
-            "run. GFLOP/s counts the matrix products only: "
+            "Times are medians over interleaved rounds of the seconds per epoch in the steady state: each "
+            "run resets the peer to the starting weights and trains one untimed epoch, then `k` timed epochs "
+            "(the same `k` for every peer of a case); the peers' order rotates every round, with a pause "
+            "before each run. GFLOP/s counts the matrix products only: "
             "`2·m·Σ n_in·n_out` forward, as much for `dW`, and `dA` for every layer but the first.", ""]
     for name in peers:
         out.append(f"- **{name}**: {labels[name]}")
     if res["missing"]:
         out.append("- not run: " + ", ".join(f"{k} ({v})" for k, v in res["missing"].items()))
     out += ["", "## Same weights first", "",
-            f"Each peer's weights after a few float64 epochs against the plain-NumPy reference (max |ΔW| / max |W| "
-            f"per array; must be ≤ {TOLERANCE:g}).", "",
+            f"Each peer's weights after a few float64 epochs against the plain-NumPy reference (max |ΔW| / "
+            f"max |W| per array; must be ≤ {TOLERANCE:g}).", "",
             "| case | peer | epochs | rel. error | |", "|---|---|---|---|---|"]
     for r in res["agreement"]:
         err = "–" if r["error"] is None else f"{r['error']:.1e}"
         out.append(f"| {r['case']} | {r['peer']} | {r['epochs']} | {err} | {r['note']} |")
     out += ["", "## Matrix-product peak", "",
-            f"Median GFLOP/s of square products ({', '.join(map(str, PEAK_SIZES))}), best size, at the start and the "
-            f"end of the run. Each case below also times the products of {' and '.join(map(str, ROUND_PEAK_SIZES))} "
-            "once per round, among its peers, and its percent of peak is against the median of those (its own "
-            "column in the GFLOP/s tables): this machine's speed drifts by a fifth over minutes.", "",
+            f"Median GFLOP/s of square products ({', '.join(map(str, PEAK_SIZES))}), best size, at the start "
+            "and the end of the run. Each case below also times the products of "
+            f"{' and '.join(map(str, ROUND_PEAK_SIZES))} once per round, among its peers, and its percent of "
+            "peak is against the median of those (its own column in the GFLOP/s tables): this machine's "
+            "speed drifts by a fifth over minutes.", "",
             "| dtype | start | end |", "|---|---|---|"]
     for dt, (a, b) in res["peak_runs"].items():
         out.append(f"| {dt} | {a:.0f} | {b:.0f} |")
@@ -722,8 +742,8 @@ def report(res: dict) -> str:
         cases = res[key]
         if not cases:
             continue
-        out += ["", f"## {title}", "", "Median time per epoch (k epochs per run × rounds; spread = the largest "
-                "interquartile range over the peers, relative to its median).", "",
+        out += ["", f"## {title}", "", "Median time per epoch (k epochs per run × rounds; spread = the "
+                "largest interquartile range over the peers, relative to its median).", "",
                 "| size | dtype | " + " | ".join(peers) + " | k × rounds | spread |",
                 "|---|---|" + "---|" * len(peers) + "---|---|"]
         for c in cases:
@@ -745,16 +765,19 @@ def report(res: dict) -> str:
                 cells.append(f"{g:.1f} ({g / peak:.0%})")
             out.append(f"| {size_name(c['sizes'], c['m'])} | {c['dtype']} | " + " | ".join(cells) + " |")
         others = [n for n in peers if n != "nn_xp"]
-        out += ["", "nn_xp's time divided by each peer's (below 1: nn_xp is faster): the median of the ratios "
-                "paired round by round, and in brackets their interquartile range, so a loaded run shows.", "",
-                "| size | dtype | " + " | ".join(f"÷ {n}" for n in others) + " |", "|---|---|" + "---|" * len(others)]
+        out += ["", "nn_xp's time divided by each peer's (below 1: nn_xp is faster): the median of the "
+                "ratios paired round by round, and in brackets their interquartile range, so a loaded run "
+                "shows.", "",
+                "| size | dtype | " + " | ".join(f"÷ {n}" for n in others) + " |",
+                "|---|---|" + "---|" * len(others)]
         for c in cases:
             pk = c["timing"]["peers"]
             out.append(f"| {size_name(c['sizes'], c['m'])} | {c['dtype']} | "
-                       + " | ".join(_ratio_cell(pk["nn_xp"], pk[n]) if n in pk else "–" for n in others) + " |")
-        out += ["", "Minor page faults per epoch: memory the peer touched fresh (a 4 KiB page or a 2 MiB huge page "
-                "each), the sign of temporaries too large for the allocator to recycle (above glibc's 32 MiB mmap "
-                "threshold every array is mapped anew and handed back).", "",
+                       + " | ".join(_ratio_cell(pk["nn_xp"], pk[n]) if n in pk else "–" for n in others)
+                       + " |")
+        out += ["", "Minor page faults per epoch: memory the peer touched fresh (a 4 KiB page or a 2 MiB "
+                "huge page each), the sign of temporaries too large for the allocator to recycle (above "
+                "glibc's 32 MiB mmap threshold every array is mapped anew and handed back).", "",
                 "| size | dtype | " + " | ".join(peers) + " |", "|---|---|" + "---|" * len(peers)]
         for c in cases:
             pk = c["timing"]["peers"]
@@ -762,13 +785,14 @@ def report(res: dict) -> str:
                        + " | ".join(f"{pk[n]['faults']:.0f}" if n in pk else "–" for n in peers) + " |")
     if res["memory"]:
         on_device = any(r.get("device") for c in res["memory"] for r in c["peers"].values())
-        where = ("device memory in this process (CuPy: the pool's high-water, it keeps freed blocks; torch: peak "
-                 "allocated), data included" if on_device else
-                 "each peer in a fresh process: the data + the rise of the peak RSS (VmHWM, reset just before the "
-                 "peer is built, after a warm-up that loads what it loads lazily) over the RSS before it")
+        where = ("device memory in this process (CuPy: the pool's high-water, it keeps freed blocks; torch: "
+                 "peak allocated), data included" if on_device else
+                 "each peer in a fresh process: the data + the rise of the peak RSS (VmHWM, reset just "
+                 "before the peer is built, after a warm-up that loads what it loads lazily) over the RSS "
+                 "before it")
         out += ["", "## Memory", "",
-                f"Full batch. Peak = {where}. The bound is data + parameters + gradients + one Z and one A per "
-                "layer. MB = 10⁶ bytes.", "",
+                f"Full batch. Peak = {where}. The bound is data + parameters + gradients + one Z and one A "
+                "per layer. MB = 10⁶ bytes.", "",
                 "| size | dtype | bound | " + " | ".join(peers) + " | nn_xp excess over the bound |",
                 "|---|---|---|" + "---|" * len(peers) + "---|"]
         for c in res["memory"]:
@@ -781,14 +805,14 @@ def report(res: dict) -> str:
             out.append(f"| {size_name(c['sizes'], c['m'])} | {c['dtype']} | {fmt_mb(bnd['total'])} | "
                        + " | ".join(cells) + f" | {excess} |")
         if any("traced_peak" in r for c in res["memory"] for r in c["peers"].values()):
-            out += ["", "The same peak counted exactly: data + the most bytes of NumPy buffers the peer held at once "
-                    "(tracemalloc; no BLAS workspace, no allocator slack; not for torch).", "",
+            out += ["", "The same peak counted exactly: data + the most bytes of NumPy buffers the peer held "
+                    "at once (tracemalloc; no BLAS workspace, no allocator slack; not for torch).", "",
                     "| size | dtype | bound | " + " | ".join(peers) + " | nn_xp excess over the bound |",
                     "|---|---|---|" + "---|" * len(peers) + "---|"]
             for c in res["memory"]:
                 bnd, mem = c["bound"], c["peers"]
-                cells = [_peak_cell({"peak_extra": mem[n]["traced_peak"]}, bnd) if "traced_peak" in mem.get(n, {})
-                         else "–" for n in peers]
+                cells = [_peak_cell({"peak_extra": mem[n]["traced_peak"]}, bnd)
+                         if "traced_peak" in mem.get(n, {}) else "–" for n in peers]
                 excess = "–"
                 if "traced_peak" in mem.get("nn_xp", {}) and bnd["total"] >= 1e6:
                     excess = _excess(c, bnd["data"] + mem["nn_xp"]["traced_peak"])
@@ -798,7 +822,8 @@ def report(res: dict) -> str:
                 "reports its buffers there: exact, no allocator noise; not for torch) / RSS in kB (moves in "
                 "pages and with the allocator's heap, so a few arrays either way is noise)"
                 + ("; on a GPU, the device bytes in use" if on_device else "") + ".", "",
-                "| size | dtype | epochs | " + " | ".join(peers) + " |", "|---|---|---|" + "---|" * len(peers)]
+                "| size | dtype | epochs | " + " | ".join(peers) + " |",
+                "|---|---|---|" + "---|" * len(peers)]
         for c in res["memory"]:
             mem = c["peers"]
             epochs = next((r["epochs"] for r in mem.values() if "epochs" in r), "–")
@@ -842,12 +867,14 @@ def targets(res: dict) -> list[tuple[str, str]]:
     if "tuned" in peers and full:
         items = [(c, ratio(c, "tuned")) for c in full]
         rows.append((verdict(all(r <= 1.05 for _, r in items)),
-                     "nn_xp per epoch ≤ 1.05 × tuned NumPy on every size and dtype (nn_xp ÷ tuned): " + cases_text(items)))
+                     "nn_xp per epoch ≤ 1.05 × tuned NumPy on every size and dtype (nn_xp ÷ tuned): "
+                     + cases_text(items)))
     tiny = [c for c in full if tuple(c["sizes"]) == (1, 20, 1)]
     if "plain" in peers and tiny:
         items = [(c, ratio(c, "plain")) for c in tiny]
         rows.append((verdict(all(r <= 1.0 for _, r in items)),
-                     "the tiny network no slower than the blog's plain NumPy (nn_xp ÷ plain ≤ 1): " + cases_text(items)))
+                     "the tiny network no slower than the blog's plain NumPy (nn_xp ÷ plain ≤ 1): "
+                     + cases_text(items)))
     big = [c for c in full if tuple(c["sizes"]) == (784, 1024, 1024, 10) and c["dtype"] == "float32"]
     if big and res["peak_runs"].get("float32"):
         c = big[0]
@@ -865,15 +892,18 @@ def targets(res: dict) -> list[tuple[str, str]]:
     if mem:
         leaks = [(c, *_leak(r)) for c, r in mem]
         rows.append((verdict(all(g <= 1024 for _, g, _ in leaks)),
-                     "no memory growth across epochs (nn_xp, per epoch over the second half; ≤ 1 kB counts as none: "
-                     "the history's lists of losses and epoch numbers grow by design, 70–150 B an epoch): "
-                     + "; ".join(f"{size_name(c['sizes'], c['m'])} {c['dtype']}: {g:+.0f} {what}" for c, g, what in leaks)))
-        over = "; ".join(f"{size_name(c['sizes'], c['m'])} {c['dtype']}: {_peak_total(r, c['bound']) / 1e6:.1f} MB = "
+                     "no memory growth across epochs (nn_xp, per epoch over the second half; ≤ 1 kB counts "
+                     "as none: the history's lists of losses and epoch numbers grow by design, 70–150 B an "
+                     "epoch): "
+                     + "; ".join(f"{size_name(c['sizes'], c['m'])} {c['dtype']}: {g:+.0f} {what}"
+                                 for c, g, what in leaks)))
+        over = "; ".join(f"{size_name(c['sizes'], c['m'])} {c['dtype']}: "
+                         f"{_peak_total(r, c['bound']) / 1e6:.1f} MB = "
                          f"{_peak_total(r, c['bound']) / c['bound']['total']:.2f} × bound"
                          # below 1 MB, pages and the allocator rule
                          for c, r in mem if c["bound"]["total"] >= 1e6)
-        rows.append(("reported", "nn_xp's peak memory per size against data + params + grads + one Z and A per layer: "
-                                 + over + " (reasons: benchmarks/README.md)"))
+        rows.append(("reported", "nn_xp's peak memory per size against data + params + grads + one Z and A "
+                                 "per layer: " + over + " (reasons: benchmarks/README.md)"))
     return rows
 
 
@@ -883,25 +913,30 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="a ~1 minute sanity run; prints the report only")
     ap.add_argument("--out", help="markdown report (default docs/benchmarks.md; with --quick: none)")
     ap.add_argument("--json", help="also write the raw results here")
-    ap.add_argument("--gpu", action="store_true", help="nn_xp on CuPy vs PyTorch CUDA: --backend cupy --device cuda")
+    ap.add_argument("--gpu", action="store_true",
+                    help="nn_xp on CuPy vs PyTorch CUDA: --backend cupy --device cuda")
     ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "torch"], help="nn_xp's backend")
     ap.add_argument("--device", default=None, help="nn_xp's and torch's device, e.g. cuda or cuda:1")
     ap.add_argument("--dtypes", default=None, help="comma-separated (default float32,float64; GPU: float32)")
     ap.add_argument("--sizes", default=None, help="comma-separated indices into SIZES (default all)")
     ap.add_argument("--peers", default=None, help="comma-separated subset of the peers")
-    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case (default 7; quick 3)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="interleaved rounds per case (default 7; quick 3)")
     ap.add_argument("--round-seconds", type=float, default=None, help="target seconds per run (default 0.25)")
     ap.add_argument("--settle", type=float, default=None,
                     help="pause between runs so the last library's spinning threads go idle (default 0.2 s)")
-    ap.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (default: the BLAS default)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS and torch threads (default: the BLAS default)")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-minibatch", action="store_true")
-    ap.add_argument("--profile", action="store_true", help="profile nn_xp's fit on the two focus sizes and exit")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile nn_xp's fit on the two focus sizes and exit")
     ap.add_argument("--nn-xp", default=str(ROOT), metavar="DIR",
                     help="the folder holding the nn_xp package to time (default: this checkout's)")
     ap.add_argument("--nn-xp-label", default=None, metavar="TEXT",
                     help="how the report names that nn_xp, e.g. 'git archive of commit abc1234'")
-    ap.add_argument("--render", metavar="JSON", help="only rewrite the report from a --json file of an earlier run")
+    ap.add_argument("--render", metavar="JSON",
+                    help="only rewrite the report from a --json file of an earlier run")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.gpu:
@@ -974,10 +1009,12 @@ def main(argv=None) -> None:
                 log(f"{'mini-batch' if mini else 'full batch'} {size_name(s, m)} {dt}")
                 peers = [PEERS[n](prob) for n in peer_names]
                 timing = time_case(peers, args.rounds, args.round_seconds, args.settle,
-                                   lambda: matmul_peak(peak_kind, dt, args.device, reps=3, sizes=ROUND_PEAK_SIZES))
+                                   lambda dt=dt: matmul_peak(peak_kind, dt, args.device, reps=3,
+                                                             sizes=ROUND_PEAK_SIZES))
                 del peers
                 gc.collect()
-                case = {"sizes": list(s), "m": m, "dtype": dt, "flops": flops_per_epoch(s, m), "timing": timing}
+                case = {"sizes": list(s), "m": m, "dtype": dt, "flops": flops_per_epoch(s, m),
+                        "timing": timing}
                 res["mini" if mini else "full"].append(case)
                 if not mini:
                     est_epoch[(s, m, dt, lr)] = max(v["median"] for v in timing["peers"].values())

@@ -126,7 +126,8 @@ def _sigmoid(z):
 
 
 class PlainNumpy(_NumpyPeer):
-    """The blog's equations written straight down in NumPy: new arrays everywhere, sigmoid recomputed for its derivative."""
+    """The blog's equations written straight down in NumPy: new arrays everywhere, sigmoid recomputed for
+    its derivative."""
 
     name, label = "plain", "plain NumPy (blog's equations)"
 
@@ -137,28 +138,28 @@ class PlainNumpy(_NumpyPeer):
         m, L = X.shape[0], len(self.W)
         cache = [(None, X)]
         A = X
-        for l in range(L):
-            Z = A @ self.W[l].T + self.b[l]  # (m, n_out)
-            A = _sigmoid(Z) if l < L - 1 else Z
+        for i in range(L):
+            Z = A @ self.W[i].T + self.b[i]  # (m, n_out)
+            A = _sigmoid(Z) if i < L - 1 else Z
             cache.append((Z, A))
         loss = 0.5 * np.sum((A - Y) ** 2) / m
         dA = (A - Y) / m
         dWs, dbs = [None] * L, [None] * L
-        for l in reversed(range(L)):
-            Z = cache[l + 1][0]
-            if l < L - 1:
+        for i in reversed(range(L)):
+            Z = cache[i + 1][0]
+            if i < L - 1:
                 s = _sigmoid(Z)  # the blog's sigmoid_prime(Z) = sigmoid(Z) * (1 - sigmoid(Z))
                 dZ = dA * (s * (1 - s))
             else:
                 dZ = dA
-            dWs[l] = dZ.T @ cache[l][1]  # (n_out, n_in)
-            dbs[l] = np.sum(dZ, axis=0)
-            if l:
-                dA = dZ @ self.W[l]  # (m, n_in)
+            dWs[i] = dZ.T @ cache[i][1]  # (n_out, n_in)
+            dbs[i] = np.sum(dZ, axis=0)
+            if i:
+                dA = dZ @ self.W[i]  # (m, n_in)
         if not self.adam:
-            for l in range(L):
-                self.W[l] = self.W[l] - self.lr * dWs[l]
-                self.b[l] = self.b[l] - self.lr * dbs[l]
+            for i in range(L):
+                self.W[i] = self.W[i] - self.lr * dWs[i]
+                self.b[i] = self.b[i] - self.lr * dbs[i]
             return loss
         self.t += 1
         if self.t == 1:
@@ -184,8 +185,8 @@ class PlainNumpy(_NumpyPeer):
 
 class TunedNumpy(_NumpyPeer):
     """NumPy as an expert writes it: preallocated buffers reused every epoch, ``out=``, in-place ufuncs,
-    transposed views handed to BLAS, the bias gradient as ``ones @ dZ``, the sigmoid derivative from the stored
-    output, no avoidable temporary.
+    transposed views handed to BLAS, the bias gradient as ``ones @ dZ``, the sigmoid derivative from the
+    stored output, no avoidable temporary.
 
     The working set is exactly data + parameters + gradients + one ``Z`` and one
     ``A`` per layer: back-propagation writes ``dA`` into the spent ``Z`` buffer and
@@ -197,7 +198,8 @@ class TunedNumpy(_NumpyPeer):
     def __init__(self, prob: Problem) -> None:
         super().__init__(prob)
         dt = np.dtype(prob.dtype)
-        # the faster of two overflow-free in-place sigmoids on AVX-512 (measured): tanh in float32, exp in float64
+        # the faster of two overflow-free in-place sigmoids on AVX-512 (measured): tanh in float32,
+        # exp in float64
         self._sigmoid = _sigmoid_tanh if dt == np.float32 else _sigmoid_exp
         self.WT = [W.T for W in self.W]  # views: W is only ever updated in place
         self.dW = [np.empty_like(W) for W in self.W]
@@ -241,11 +243,11 @@ class TunedNumpy(_NumpyPeer):
         W, b, WT, dW, db = self.W, self.b, self.WT, self.dW, self.db
         L = len(W)
         a = X
-        for l in range(L - 1):
-            _dot(a, WT[l], Z[l])  # (m, n_out)
-            Z[l] += b[l]
-            self._sigmoid(Z[l], A[l])
-            a = A[l]
+        for i in range(L - 1):
+            _dot(a, WT[i], Z[i])  # (m, n_out)
+            Z[i] += b[i]
+            self._sigmoid(Z[i], A[i])
+            a = A[i]
         D = Z[-1]
         _dot(a, WT[-1], D)
         D += b[-1]
@@ -253,21 +255,21 @@ class TunedNumpy(_NumpyPeer):
         m = X.shape[0]
         loss = 0.5 * np.vdot(D, D) / m
         D *= 1.0 / m  # dZ of the output layer
-        for l in reversed(range(L)):
-            np.matmul(ZT[l], X if l == 0 else A[l - 1], out=dW[l])  # (n_out, n_in)
-            np.matmul(ones, Z[l], out=db[l])  # (n_out,)
-            if l:
-                dA = Z[l - 1]  # spent since the forward pass
-                _dot(Z[l], W[l], dA)  # (m, n_in), with W[l] before its update
-                a = A[l - 1]
+        for i in reversed(range(L)):
+            np.matmul(ZT[i], X if i == 0 else A[i - 1], out=dW[i])  # (n_out, n_in)
+            np.matmul(ones, Z[i], out=db[i])  # (n_out,)
+            if i:
+                dA = Z[i - 1]  # spent since the forward pass
+                _dot(Z[i], W[i], dA)  # (m, n_in), with W[i] before its update
+                a = A[i - 1]
                 dA *= a
-                np.subtract(1.0, a, out=a)  # a is spent too (dW[l] is done)
+                np.subtract(1.0, a, out=a)  # a is spent too (dW[i] is done)
                 dA *= a  # dZ = dA * a * (1 - a)
             if not self.adam:
-                dW[l] *= self.lr
-                W[l] -= dW[l]
-                db[l] *= self.lr
-                b[l] -= db[l]
+                dW[i] *= self.lr
+                W[i] -= dW[i]
+                db[i] *= self.lr
+                b[i] -= db[i]
         if self.adam:
             self._adam()
         return loss
@@ -408,25 +410,25 @@ class TorchManual(Peer):
         L, m = len(W), X.shape[0]
         acts = [X]
         a = X
-        for l in range(L):
-            z = torch.addmm(b[l], a, W[l].T)  # (m, n_out)
-            a = torch.sigmoid(z) if l < L - 1 else z
+        for i in range(L):
+            z = torch.addmm(b[i], a, W[i].T)  # (m, n_out)
+            a = torch.sigmoid(z) if i < L - 1 else z
             acts.append(a)
         d = a - Y
         flat = d.reshape(-1)
         loss = torch.dot(flat, flat) * (0.5 / m)
         dz = d.mul_(1.0 / m)
-        for l in reversed(range(L)):
-            dW = dz.T @ acts[l]  # (n_out, n_in)
+        for i in reversed(range(L)):
+            dW = dz.T @ acts[i]  # (n_out, n_in)
             db = dz.sum(0)
-            if l:
-                a = acts[l]
-                dz = (dz @ W[l]).mul_(a).mul_(1.0 - a)  # dA * a * (1 - a)
+            if i:
+                a = acts[i]
+                dz = (dz @ W[i]).mul_(a).mul_(1.0 - a)  # dA * a * (1 - a)
             if self.opt is None:
-                W[l].add_(dW, alpha=-self.lr)
-                b[l].add_(db, alpha=-self.lr)
+                W[i].add_(dW, alpha=-self.lr)
+                b[i].add_(db, alpha=-self.lr)
             else:
-                W[l].grad, b[l].grad = dW, db
+                W[i].grad, b[i].grad = dW, db
         if self.opt is not None:
             self.opt.step()
         return loss
@@ -442,14 +444,16 @@ class TorchManual(Peer):
                     total = 0.0
                     for lo in range(0, m, self.batch_size):
                         idx = order[lo:lo + self.batch_size]
-                        total = total + self._step(X.index_select(0, idx), Y.index_select(0, idx)) * (idx.shape[0] / m)
+                        total = total + (self._step(X.index_select(0, idx), Y.index_select(0, idx))
+                                         * (idx.shape[0] / m))
                     loss = total.item()
                 if on_epoch is not None:
                     on_epoch(epoch)
         return loss
 
     def weights(self):
-        return [(W.detach().cpu().double().numpy(), b.detach().cpu().double().numpy()) for W, b in zip(self.W, self.b)]
+        return [(W.detach().cpu().double().numpy(), b.detach().cpu().double().numpy())
+                for W, b in zip(self.W, self.b)]
 
     def sync(self):
         if self.dev.type == "cuda":
@@ -515,7 +519,8 @@ class Sklearn(Peer):
         return float(self.reg.loss_)
 
     def weights(self):
-        return [(W.T.astype(np.float64), b.astype(np.float64)) for W, b in zip(self.reg.coefs_, self.reg.intercepts_)]
+        return [(W.T.astype(np.float64), b.astype(np.float64))
+                for W, b in zip(self.reg.coefs_, self.reg.intercepts_)]
 
 
 PEERS = {p.name: p for p in (NnXp, TunedNumpy, PlainNumpy, TorchManual, Sklearn)}

@@ -41,10 +41,11 @@ def main() -> None:
 
     X, y = load_digits(return_X_y=True)
     X = X / 16.0  # pixel intensities 0..16 -> [0, 1]
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y, random_state=args.seed)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y,
+                                                        random_state=args.seed)
 
-    net = nn_xp.Network([64, args.hidden, 10], ["relu", "softmax"], loss="cross_entropy", backend=args.backend,
-                        device=args.device, dtype=args.dtype, seed=args.seed)
+    net = nn_xp.Network([64, args.hidden, 10], ["relu", "softmax"], loss="cross_entropy",
+                        backend=args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
     print(net)
     start = time.perf_counter()
     history = net.fit(X_train, y_train, epochs=args.epochs, optimizer=nn_xp.Adam(args.learning_rate),
@@ -81,12 +82,14 @@ def plot(history: nn_xp.History, sk: MLPClassifier, nn_accuracy: float, sk_accur
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.plot(epochs, history["loss"], label=f"nn_xp ({backend}) training loss")
     left.plot(epochs, history["val_loss"], label="nn_xp held-out loss")
-    left.plot(np.arange(1, sk.n_iter_ + 1), sk.loss_curve_, "--", label="scikit-learn training loss (+ L2 term)")
+    left.plot(np.arange(1, sk.n_iter_ + 1), sk.loss_curve_, "--",
+              label="scikit-learn training loss (+ L2 term)")
     left.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="Loss per epoch")
     left.legend()
     right.plot(epochs, history["accuracy"], label="nn_xp training accuracy")
     right.plot(epochs, history["val_accuracy"], label="nn_xp held-out accuracy")
-    right.axhline(sk_accuracy, color="gray", linestyle="--", label=f"scikit-learn held-out ({sk_accuracy:.4f})")
+    right.axhline(sk_accuracy, color="gray", linestyle="--",
+                  label=f"scikit-learn held-out ({sk_accuracy:.4f})")
     right.set(xlabel="epoch", ylabel="accuracy", ylim=(0.85, 1.0),
               title=f"8x8 digits: nn_xp {nn_accuracy:.4f} vs scikit-learn {sk_accuracy:.4f}")
     right.legend(loc="lower right")

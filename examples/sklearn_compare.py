@@ -56,12 +56,14 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=200)
     parser.add_argument("--early-stopping", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="sklearn_compare.png", help="PNG to write when matplotlib is installed")
+    parser.add_argument("--out", default="sklearn_compare.png",
+                        help="PNG to write when matplotlib is installed")
     args = parser.parse_args()
 
     X, y, name = load(args)
     X = X.astype(args.dtype)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y, random_state=args.seed)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y,
+                                                        random_state=args.seed)
     params = dict(hidden_layer_sizes=tuple(args.hidden), batch_size=args.batch_size,
                   learning_rate_init=args.learning_rate_init, max_iter=args.max_iter,
                   early_stopping=args.early_stopping, random_state=args.seed)

@@ -55,7 +55,8 @@ def pytest_configure(config):
     for test_id in requested or list(SPECS):
         backend, reason = _try(test_id)
         if backend is None and requested is not None:
-            raise pytest.UsageError(f"NN_XP_TEST_BACKENDS asks for {test_id!r}, which is not usable here: {reason}")
+            raise pytest.UsageError(f"NN_XP_TEST_BACKENDS asks for {test_id!r}, which is not usable here: "
+                                    f"{reason}")
         marks = [] if backend is not None else [pytest.mark.skip(reason=f"{test_id} not available: {reason}")]
         config._nn_xp_params.append(pytest.param(test_id, id=test_id, marks=marks))
 

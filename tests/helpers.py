@@ -20,20 +20,24 @@ def make_net(backend, sizes, activations=None, **kwargs) -> nn_xp.Network:
 
 def assert_on_backend(x, backend, dtype):
     """``x`` is an array of ``backend``'s namespace, on its device, in ``dtype``."""
-    assert array_namespace(x) is backend.xp, f"namespace {array_namespace(x).__name__} != {backend.xp.__name__}"
+    assert array_namespace(x) is backend.xp, (f"namespace {array_namespace(x).__name__} != "
+                                              f"{backend.xp.__name__}")
     assert array_device(x) == backend.device, f"device {array_device(x)} != {backend.device}"
     assert x.dtype == backend.dtype(dtype), f"dtype {x.dtype} != {dtype}"
 
 
 def assert_close(actual, desired, *, backend=None, rtol=1e-7, atol=0.0, dtype=None):
-    """Compare values, and (with ``backend``) that ``actual`` lives in that namespace, on its device, in ``dtype``.
+    """Compare values, and (with ``backend``) that ``actual`` lives in that namespace, on its device, in
+    ``dtype``.
 
     So "both sides silently became NumPy" cannot pass.
     """
     if backend is not None:
-        assert array_namespace(actual) is backend.xp, f"namespace {array_namespace(actual).__name__} != {backend.xp.__name__}"
+        assert array_namespace(actual) is backend.xp, (f"namespace {array_namespace(actual).__name__} != "
+                                                       f"{backend.xp.__name__}")
         assert array_device(actual) == backend.device, f"device {array_device(actual)} != {backend.device}"
         if dtype is not None:
             assert_on_backend(actual, backend, dtype)
-    np.testing.assert_allclose(to_numpy(actual), to_numpy(desired) if not isinstance(desired, (float, int)) else desired,
+    np.testing.assert_allclose(to_numpy(actual),
+                               to_numpy(desired) if not isinstance(desired, (float, int)) else desired,
                                rtol=rtol, atol=atol)

@@ -167,7 +167,8 @@ def test_an_explicit_backend_ignores_nn_xp_device(monkeypatch):
 
 
 def test_torch_devices_are_canonical():
-    """torch.device('cpu:0') != tensors' 'cpu' (and 'cuda' != 'cuda:0'): the backend stores what tensors report."""
+    """torch.device('cpu:0') != tensors' 'cpu' (and 'cuda' != 'cuda:0'): the backend stores what tensors
+    report."""
     torch = pytest.importorskip("torch")
     b = resolve_backend("torch", device="cpu:0")
     assert b.device == torch.ones(1).device
@@ -192,7 +193,8 @@ def test_public_methods_run_inside_the_backend_context(monkeypatch):
     monkeypatch.setattr(backends.Backend, "needs_context", property(lambda self: True))  # as CuPy does
     X = np.ones((4, 1))
     for call in (lambda: net.fit(X, X, epochs=1), lambda: net.predict(X), lambda: net.loss(X, X),
-                 lambda: net.score(X, X), lambda: net.evaluate(X), lambda: net.set_weights(net.get_weights())):
+                 lambda: net.score(X, X), lambda: net.evaluate(X),
+                 lambda: net.set_weights(net.get_weights())):
         before = len(entered)
         call()
         assert len(entered) > before

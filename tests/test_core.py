@@ -15,7 +15,8 @@ HEADS = [("identity", "mse", "real"), ("sigmoid", "mse", "unit"), ("tanh", "mse"
 
 
 def blog_weights():
-    """The blog program's own start: numpy.random.seed(0), W = 0.2 randn(out, in), then b = 0.2 randn(out, 1)."""
+    """The blog program's own start: numpy.random.seed(0), W = 0.2 randn(out, in), then
+    b = 0.2 randn(out, 1)."""
     rs = np.random.RandomState(0)
     weights = []
     for n_in, n_out in [(1, 20), (20, 1)]:
@@ -96,7 +97,8 @@ def test_activation_keeps_dtype_and_device(backend, name, dtype):
     assert_close(a, act.forward(host, npx), backend=backend, dtype=dtype, rtol=rtol)
     if act.derivative is not None:
         d = act.derivative(z, a, xp)
-        assert_close(d, act.derivative(host, act.forward(host, npx), npx), backend=backend, dtype=dtype, rtol=rtol)
+        assert_close(d, act.derivative(host, act.forward(host, npx), npx), backend=backend, dtype=dtype,
+                     rtol=rtol)
         dz = act.backward(xp.ones_like(z), z, a, xp)
         assert_close(dz, d, backend=backend, dtype=dtype)
 
@@ -269,9 +271,9 @@ def test_repr_and_properties():
 @pytest.mark.parametrize("n_in", [2, 9])
 def test_buffered_engine_equals_the_portable_engine(hidden, batch_size, optimizer, workspace, n_in):
     """The buffered engine on NumPy writes into reused buffers (out=): per-layer values (large layers), the
-    gradients and the parameters as views of one flat buffer each, plain SGD as one update, and with few inputs
-    the input layer's bias inside the products ([X, 1] @ [W0 | b0].T). The portable engine runs the model's own
-    math and allocates. Same numbers."""
+    gradients and the parameters as views of one flat buffer each, plain SGD as one update, and with few
+    inputs the input layer's bias inside the products ([X, 1] @ [W0 | b0].T). The portable engine runs the
+    model's own math and allocates. Same numbers."""
     from nn_xp.engine.buffered import AUGMENT_MAX_INPUTS
 
     X = np.linspace(-2, 2, 20 * n_in).reshape(20, n_in)
@@ -285,8 +287,8 @@ def test_buffered_engine_equals_the_portable_engine(hidden, batch_size, optimize
     assert (fast.engine.workspace_rows is not None) == workspace
     assert all(np.shares_memory(p, fast.parameters.flat) for p in fast.parameters)
     assert (fast.parameters.block is not None) == (n_in <= AUGMENT_MAX_INPUTS)
-    portable = nn_xp.Network([n_in, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy", dtype="float64",
-                             engine="portable")
+    portable = nn_xp.Network([n_in, 5, 4, 1], [hidden, "sigmoid", "identity"], backend="numpy",
+                             dtype="float64", engine="portable")
     portable_history = portable.fit(X, Y, **kwargs)
     assert portable.engine.name == "portable" and portable.parameters.flat is None
     np.testing.assert_allclose(history["loss"], portable_history["loss"], rtol=1e-13)
@@ -296,7 +298,8 @@ def test_buffered_engine_equals_the_portable_engine(hidden, batch_size, optimize
 
 
 def test_evaluate_results_survive_later_training():
-    """Public evaluate/compute_gradient never hand out fit's reused buffers, nor write into the caller's values."""
+    """Public evaluate/compute_gradient never hand out fit's reused buffers, nor write into the caller's
+    values."""
     net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64")
     values = net.evaluate(SINE_X)
     kept = [(None if z is None else z.copy(), a.copy()) for z, a in values]
@@ -335,8 +338,9 @@ def test_release_buffers():
 
 
 def test_parameters_stay_views_of_one_buffer_through_fit_and_rollback():
-    """On NumPy the parameters are views of one flat buffer (an undo point or an SGD step is one call). What a user
-    holds from ``net.params`` stays the live parameter through training and through a rollback after divergence."""
+    """On NumPy the parameters are views of one flat buffer (an undo point or an SGD step is one call).
+    What a user holds from ``net.params`` stays the live parameter through training and through a rollback
+    after divergence."""
     net = nn_xp.Network([1, 8, 1], backend="numpy", dtype="float64", seed=1)
     held = net.params["W0"]
     net.fit(SINE_X, SINE_Y, epochs=5, learning_rate=0.1)
@@ -346,7 +350,7 @@ def test_parameters_stay_views_of_one_buffer_through_fit_and_rollback():
     with pytest.raises(FloatingPointError):
         net.fit(SINE_X, SINE_Y * 1e200, epochs=50, learning_rate=10.0)
     assert net.params["W0"] is held and all(np.shares_memory(p, net.parameters.flat) for p in net.parameters)
-    for (W, b), (W0, b0) in zip(net.get_weights(), before):
+    for (W, b), (_W0, _b0) in zip(net.get_weights(), before):
         assert np.all(np.isfinite(W)) and np.all(np.isfinite(b))
 
 
@@ -378,13 +382,15 @@ def test_sigmoid_into_a_buffer_equals_the_portable_form(dtype):
 
     from nn_xp import _kernels
 
-    z = np.concatenate([np.linspace(-40, 40, 801), [-1e4, -800.0, -710.0, 710.0, 800.0, 1e4, 0.0]]).astype(dtype)
+    z = np.concatenate([np.linspace(-40, 40, 801),
+                        [-1e4, -800.0, -710.0, 710.0, 800.0, 1e4, 0.0]]).astype(dtype)
     z = z.reshape(-1, 1)
     out = np.empty_like(z)
     fast = _kernels.sigmoid(z, xp, out)
     assert fast is out
     eps = np.finfo(dtype).eps
-    # the tanh form is exact to a few eps absolute (it rounds sigmoid(z) < eps/4 to 0), the exp form relative too
+    # the tanh form is exact to a few eps absolute (it rounds sigmoid(z) < eps/4 to 0), the exp form
+    # relative too
     np.testing.assert_allclose(fast, _kernels.sigmoid(z, xp), rtol=4 * eps, atol=eps)
     with np.errstate(over="ignore"):
         exact = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
@@ -408,8 +414,9 @@ def _one_buffer(a, b) -> bool:
 
 
 def test_flat_adam_relinks_its_state_after_it_is_replaced():
-    """Adam on NumPy keeps its moments as one flat buffer per slot, ``state`` holding views of them. Replacing the
-    state (load_state_dict, an undo point's restore) must not lose it: the next step copies it back in."""
+    """Adam on NumPy keeps its moments as one flat buffer per slot, ``state`` holding views of them.
+    Replacing the state (load_state_dict, an undo point's restore) must not lose it: the next step copies it
+    back in."""
     kwargs = dict(epochs=3, batch_size=8)
     net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=4)
     opt = nn_xp.Adam(0.01)
@@ -426,11 +433,11 @@ def test_flat_adam_relinks_its_state_after_it_is_replaced():
     assert _one_buffer(opt.state["W1"]["m"], opt.state["W0"]["m"])
 
 
-@pytest.mark.parametrize("kwargs", [dict(momentum=0.9), dict(momentum=0.9, nesterov=True), dict(weight_decay=0.01),
-                                    dict(momentum=0.5, weight_decay=0.01)])
+@pytest.mark.parametrize("kwargs", [dict(momentum=0.9), dict(momentum=0.9, nesterov=True),
+                                    dict(weight_decay=0.01), dict(momentum=0.5, weight_decay=0.01)])
 def test_sgd_variants_step_all_parameters_at_once_with_the_same_numbers(kwargs):
-    """On NumPy's buffered engine, SGD with momentum or weight decay steps the flat buffers at once; the portable
-    engine steps parameter by parameter. Same arithmetic, same numbers."""
+    """On NumPy's buffered engine, SGD with momentum or weight decay steps the flat buffers at once; the
+    portable engine steps parameter by parameter. Same arithmetic, same numbers."""
 
     def train(engine):
         net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=5, engine=engine)
@@ -470,5 +477,5 @@ def test_a_subclass_with_its_own_update_rule_is_followed_on_numpy(base, elementw
     per_step = [(6,)] if elementwise else [(6, 1), (6,), (1, 6), (1,)]
     flat_size = 6 * 2 + 6 + 1
     assert shapes == ([(flat_size,)] if elementwise else per_step) * 2
-    for (W, b), (W0, b0) in zip(net.get_weights(), before):
+    for (W, _b), (W0, _b0) in zip(net.get_weights(), before):
         assert np.max(np.abs(W - W0)) <= 2 * 0.5 * 1e-3 + 1e-15

@@ -1,4 +1,5 @@
-"""Bad input gets a clear error naming the argument; numerical faults never leave the user with NaN weights."""
+"""Bad input gets a clear error naming the argument; numerical faults never leave the user with NaN
+weights."""
 from __future__ import annotations
 
 import math
@@ -28,7 +29,8 @@ def test_bad_layer_sizes(sizes):
 
 
 def test_unknown_activation_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown activation 'swish'; valid names: .*leaky_relu.*sigmoid.*tanh"):
+    with pytest.raises(ValueError,
+                       match="unknown activation 'swish'; valid names: .*leaky_relu.*sigmoid.*tanh"):
         nn_xp.Network([2, 3, 1], ["swish", "identity"], backend="numpy")
 
 
@@ -38,7 +40,8 @@ def test_wrong_number_of_activations():
 
 
 def test_unknown_loss_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown loss 'hinge'; valid names: mse, binary_cross_entropy, cross_entropy"):
+    with pytest.raises(ValueError,
+                       match="unknown loss 'hinge'; valid names: mse, binary_cross_entropy, cross_entropy"):
         nn_xp.Network([2, 3, 1], loss="hinge", backend="numpy")
 
 
@@ -208,7 +211,8 @@ def test_set_weights_is_all_or_nothing(net):
 @pytest.mark.parametrize("weights, kind, match", [
     ([(np.zeros((4, 2)), np.zeros(4))], ValueError, "expects 2 \\(W, b\\) pairs, got 1"),
     ([(np.zeros((4, 2)), np.zeros(4)), np.zeros(3)], ValueError, "weights\\[1\\] must be a \\(W, b\\) pair"),
-    ([(np.zeros((4, 2)), np.zeros(3)), (np.zeros((1, 4)), np.zeros(1))], ValueError, "b0 must have shape \\(4,\\)"),
+    ([(np.zeros((4, 2)), np.zeros(3)), (np.zeros((1, 4)), np.zeros(1))], ValueError,
+     "b0 must have shape \\(4,\\)"),
     ([(np.zeros((4, 2)) * 1j, np.zeros(4)), (np.zeros((1, 4)), np.zeros(1))], TypeError, "W0 must be real"),
     ([(np.full((4, 2), np.nan), np.zeros(4)), (np.zeros((1, 4)), np.zeros(1))], ValueError, "W0 contain NaN"),
 ])
@@ -270,7 +274,8 @@ def test_divergence_in_the_very_last_update_is_caught():
     net = nn_xp.Network([1, 1], ["identity"], backend="numpy", dtype="float64")
     net.set_weights([(np.array([[1e150]]), np.array([0.0]))])  # a finite start loss, 5e299
     X, Y = np.array([[1.0]]), np.array([[0.0]])
-    with pytest.raises(FloatingPointError, match="in the last update.*rolled back to the weights this fit started"):
+    with pytest.raises(FloatingPointError,
+                       match="in the last update.*rolled back to the weights this fit started"):
         net.fit(X, Y, epochs=1, learning_rate=1e200)  # the one update overflows to -inf
     np.testing.assert_array_equal(net.get_weights()[0][0], [[1e150]])
     assert net.history["loss"] == [] and net.history.epoch == []  # epoch 0 was undone

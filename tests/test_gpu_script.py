@@ -48,7 +48,8 @@ FAKE_CUPY = {
 }
 
 
-def run_script(tmp_path: Path, *args: str, cupy: str | None = None, **env: str) -> subprocess.CompletedProcess:
+def run_script(tmp_path: Path, *args: str, cupy: str | None = None,
+               **env: str) -> subprocess.CompletedProcess:
     """Run ci/gpu.sh with a fake CuPy (by FAKE_CUPY key), torch hidden and a clean NN_XP_* environment."""
     fake = tmp_path / "fake"
     (fake / "torch").mkdir(parents=True, exist_ok=True)

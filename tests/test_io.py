@@ -1,4 +1,5 @@
-"""Model files and checkpoints: round trips across backends, checked loading, atomic writes, resumable training."""
+"""Model files and checkpoints: round trips across backends, checked loading, atomic writes, resumable
+training."""
 from __future__ import annotations
 
 import json
@@ -106,7 +107,8 @@ def test_round_trip_to_every_backend(backend, request, tmp_path, arch, dtype):
         assert (loaded.layer_sizes, loaded.activations, loaded.loss_fn.name, loaded.dtype_name) == (
             sizes, acts, loss, dtype), test_id
         assert loaded.backend == nn_xp.resolve_backend(name, device), test_id
-        assert_close(loaded.params["W0"], net.get_weights()[0][0], backend=loaded.backend, dtype=dtype, rtol=0)
+        assert_close(loaded.params["W0"], net.get_weights()[0][0], backend=loaded.backend, dtype=dtype,
+                     rtol=0)
         _assert_same_weights(loaded, net)  # bit-equal
         rtol = 1e-5 if dtype == "float32" else 1e-12
         np.testing.assert_allclose(loaded.predict(X), expected, rtol=rtol, atol=rtol, err_msg=test_id)
@@ -181,13 +183,16 @@ def test_file_is_plain_safetensors_readable_by_torch(tmp_path):
     tensors = safetensors.numpy.load_file(path)
     with safe_open(path, framework="numpy") as f:
         meta = json.loads(f.metadata()["nn_xp"])
-    assert meta["format"] == "nn_xp" and meta["format_version"] == 1 and meta["nn_xp_version"] == nn_xp.__version__
-    assert (meta["layer_sizes"], meta["activations"], meta["loss"], meta["dtype"]) == (sizes, acts, loss, "float64")
+    assert (meta["format"] == "nn_xp" and meta["format_version"] == 1
+            and meta["nn_xp_version"] == nn_xp.__version__)
+    assert ((meta["layer_sizes"], meta["activations"], meta["loss"], meta["dtype"])
+            == (sizes, acts, loss, "float64"))
     assert tensors["W0"].shape == (6, 3) and tensors["b0"].shape == (6,)
     assert tensors["optimizer/W0/m"].shape == (6, 3)
 
     functions = {"relu": torch.relu, "leaky_relu": torch.nn.functional.leaky_relu, "tanh": torch.tanh,
-                 "sigmoid": torch.sigmoid, "identity": lambda z: z, "softmax": lambda z: torch.softmax(z, dim=1)}
+                 "sigmoid": torch.sigmoid, "identity": lambda z: z,
+                 "softmax": lambda z: torch.softmax(z, dim=1)}
     a = torch.from_numpy(X)
     with torch.no_grad():
         for i, name in enumerate(meta["activations"]):
@@ -263,7 +268,8 @@ def test_newer_format_version(tmp_path):
     ({"format_version": "1"}, "invalid format_version"),
     ({"format_version": None}, "invalid format_version"),
     ({"optimizer": None}, "does not describe"),
-    ({"optimizer": {"name": "adam", "config": {"learning_rate": -1.0}, "iterations": 2}}, "config.*not valid"),
+    ({"optimizer": {"name": "adam", "config": {"learning_rate": -1.0}, "iterations": 2}},
+     "config.*not valid"),
     ({"optimizer": {"name": "adam", "config": {"lr": 0.1}, "iterations": 2}}, "config.*not valid"),
     ({"optimizer": {"name": "adam", "config": None, "iterations": -2}}, "invalid optimizer metadata"),
 ], ids=lambda v: json.dumps(v) if isinstance(v, dict) else None)

@@ -1,4 +1,5 @@
-"""Fuzzing ``load`` and ``load_checkpoint``: damaged or hostile files raise ModelFileError, quickly, nothing else."""
+"""Fuzzing ``load`` and ``load_checkpoint``: damaged or hostile files raise ModelFileError, quickly,
+nothing else."""
 from __future__ import annotations
 
 import json
@@ -26,7 +27,8 @@ def files(tmp_path_factory):
     """A valid checkpoint (a model file with optimizer state too) as bytes, and a scratch path."""
     folder = tmp_path_factory.mktemp("fuzz")
     X = np.random.default_rng(0).standard_normal((12, 3))
-    _net().fit(X, X[:, :2] ** 2, epochs=2, batch_size=5, optimizer="adam", checkpoint=folder / "ck.safetensors")
+    _net().fit(X, X[:, :2] ** 2, epochs=2, batch_size=5, optimizer="adam",
+               checkpoint=folder / "ck.safetensors")
     return (folder / "ck.safetensors").read_bytes(), folder / "fuzzed.safetensors"
 
 
@@ -36,7 +38,8 @@ def _split(raw: bytes) -> tuple[int, bytes, bytes]:
 
 
 def _load_all(path, must_fail: bool) -> None:
-    """``load`` and ``load_checkpoint`` raise ModelFileError naming the file, or (unless ``must_fail``) succeed."""
+    """``load`` and ``load_checkpoint`` raise ModelFileError naming the file, or (unless ``must_fail``)
+    succeed."""
     for attempt in (lambda: load(path, backend="numpy"), lambda: load_checkpoint(path, _net(), nn_xp.Adam())):
         try:
             attempt()
@@ -94,7 +97,8 @@ def test_non_utf8_header(files, junk, at):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (st.lists(children, max_size=4)
+                      | st.dictionaries(st.text(max_size=8), children, max_size=4)),
     max_leaves=20)
 
 
@@ -110,13 +114,14 @@ def test_arbitrary_json_header(files, header, data):
 @FUZZ
 @given(data=st.data())
 def test_arbitrary_metadata_fields(files, data):
-    """Any field of the nn_xp metadata (checkpoint and optimizer parts included) replaced by any JSON value."""
+    """Any field of the nn_xp metadata (checkpoint and optimizer parts included) replaced by any JSON
+    value."""
     raw, path = files
     _, header, rest = _split(raw)
     header = json.loads(header)
     meta = json.loads(header["__metadata__"]["nn_xp"])
-    parts = [meta, meta["optimizer"], meta["optimizer"]["config"], meta["checkpoint"], meta["checkpoint"]["rng"],
-             meta["checkpoint"]["rng"]["state"], meta["checkpoint"]["history"]]
+    parts = [meta, meta["optimizer"], meta["optimizer"]["config"], meta["checkpoint"],
+             meta["checkpoint"]["rng"], meta["checkpoint"]["rng"]["state"], meta["checkpoint"]["history"]]
     for _ in range(data.draw(st.integers(1, 3))):
         part = data.draw(st.sampled_from(parts))
         key = data.draw(st.sampled_from(sorted(part)) | st.text(max_size=5))
@@ -132,7 +137,8 @@ def crafted(draw):
     """A header whose metadata and tensor entries are each plausible, and often almost consistent."""
     sizes = draw(st.lists(st.integers(1, 5) | st.integers(2 ** 30, 2 ** 70), min_size=2, max_size=4))
     dtype = draw(st.sampled_from(["float64"] * 4 + ["float32"] * 4 + ["float16"]))
-    meta = {"format": "nn_xp", "format_version": draw(st.sampled_from([1] * 8 + [0, 2])), "layer_sizes": sizes,
+    meta = {"format": "nn_xp", "format_version": draw(st.sampled_from([1] * 8 + [0, 2])),
+            "layer_sizes": sizes,
             "activations": ["tanh"] * (len(sizes) - 2) + ["identity"], "loss": "mse", "dtype": dtype}
     code = {"float64": "F64", "float32": "F32", "float16": "F16"}[dtype]
     itemsize = {"F64": 8, "F32": 4, "F16": 2, "I32": 4, "BOOL": 1}
@@ -157,7 +163,8 @@ def crafted(draw):
 @FUZZ
 @given(case=crafted())
 def test_crafted_headers(files, case):
-    """Huge shapes, lying metadata, bad offsets: refused (or, when consistent after all, loaded), never allocated."""
+    """Huge shapes, lying metadata, bad offsets: refused (or, when consistent after all, loaded), never
+    allocated."""
     header, data_len = case
     path = files[1]
     head = json.dumps(header).encode()

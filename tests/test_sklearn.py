@@ -31,8 +31,8 @@ CHECKED = [
     MLPRegressor(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=60, backend="numpy"),
     MLPClassifier((8, 8), activation="tanh", solver="sgd", learning_rate="adaptive", learning_rate_init=0.05,
                   max_iter=60, backend="numpy"),
-    MLPRegressor(hidden_layer_sizes=(16,), activation="tanh", learning_rate_init=0.02, max_iter=60, backend="numpy",
-                 dtype="float32"),
+    MLPRegressor(hidden_layer_sizes=(16,), activation="tanh", learning_rate_init=0.02, max_iter=60,
+                 backend="numpy", dtype="float32"),
 ]
 
 
@@ -104,8 +104,8 @@ def test_binary_string_labels_and_multilabel():
 def test_regressor_single_and_multi_output():
     X, y = make_regression(n_samples=200, n_features=5, noise=1.0, random_state=0)
     y = y / y.std()
-    reg = _fit_quiet(MLPRegressor(hidden_layer_sizes=(32,), learning_rate_init=0.01, max_iter=200, random_state=0,
-                                  backend="numpy"), X, y)
+    reg = _fit_quiet(MLPRegressor(hidden_layer_sizes=(32,), learning_rate_init=0.01, max_iter=200,
+                                  random_state=0, backend="numpy"), X, y)
     assert reg.predict(X).shape == (200,) and reg.score(X, y) > 0.95
     Y = np.column_stack([y, -y])
     multi = _fit_quiet(clone(reg), X, Y)
@@ -141,7 +141,8 @@ def test_early_stopping_keeps_validation_scores():
 @pytest.mark.parametrize("learning_rate", ["constant", "invscaling", "adaptive"])
 def test_sgd_learning_rates(learning_rate):
     X, y = _iris()
-    clf = _fit_quiet(_clf(solver="sgd", learning_rate=learning_rate, learning_rate_init=0.05, max_iter=200), X, y)
+    clf = _fit_quiet(_clf(solver="sgd", learning_rate=learning_rate, learning_rate_init=0.05, max_iter=200),
+                     X, y)
     assert clf.score(X, y) > 0.8
     rate = clf.network_.optimizer.learning_rate
     if learning_rate == "invscaling":
@@ -202,7 +203,8 @@ def test_invalid_parameters_name_themselves(params, match):
 
 @pytest.mark.parametrize("ours, name", [(MLPClassifier, "MLPClassifier"), (MLPRegressor, "MLPRegressor")])
 def test_signature_mirrors_scikit_learn(ours, name):
-    """The same parameters, order and defaults as scikit-learn's, less lbfgs' max_fun, plus backend/device/dtype."""
+    """The same parameters, order and defaults as scikit-learn's, less lbfgs' max_fun, plus
+    backend/device/dtype."""
     import inspect
 
     import sklearn.neural_network
@@ -212,7 +214,8 @@ def test_signature_mirrors_scikit_learn(ours, name):
 
     theirs = [p for p in params(getattr(sklearn.neural_network, name)) if p[0] != "max_fun"]
     assert params(ours)[:len(theirs)] == theirs
-    assert [p[:2] for p in params(ours)[len(theirs):]] == [("backend", None), ("device", None), ("dtype", None)]
+    assert [p[:2] for p in params(ours)[len(theirs):]] == [("backend", None), ("device", None),
+                                                           ("dtype", None)]
     if name == "MLPRegressor":
         with pytest.raises(ValueError, match="poisson"):
             MLPRegressor("poisson").fit(np.ones((4, 1)), np.ones(4))
@@ -271,9 +274,11 @@ def test_unpickle_on_an_unusable_backend_falls_back_to_numpy():
 
 # ------------------------------------------------------------------- backends
 def test_every_backend_takes_host_data_and_returns_numpy(backend, backend_id):
-    """Host NumPy in, NumPy out, trained on the backend's device; close to the numpy backend from the same seed.
+    """Host NumPy in, NumPy out, trained on the backend's device; close to the numpy backend from the same
+    seed.
 
-    The device is given as a user would, in plain words ("device1", "cuda"), so the pickle holds no device object.
+    The device is given as a user would, in plain words ("device1", "cuda"), so the pickle holds no device
+    object.
     """
     name, device = SPECS[backend_id]
     X, y = _iris()

@@ -83,5 +83,6 @@ def test_no_library_function_is_longer_than_60_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES:
-                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: {lines} lines")
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: "
+                                f"{lines} lines")
     assert long == []

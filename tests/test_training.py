@@ -1,4 +1,5 @@
-"""Training that users expect: losses, optimizers, schedules, mini-batches, validation, callbacks, progress."""
+"""Training that users expect: losses, optimizers, schedules, mini-batches, validation, callbacks,
+progress."""
 from __future__ import annotations
 
 import math
@@ -54,8 +55,10 @@ def test_softmax_is_output_only():
 
 
 def test_default_output_follows_the_loss():
-    assert nn_xp.Network([2, 3, 2], loss="cross_entropy", backend="numpy").activations == ["sigmoid", "softmax"]
-    assert nn_xp.Network([2, 3, 1], "relu", loss="binary_cross_entropy", backend="numpy").activations == ["relu", "sigmoid"]
+    assert (nn_xp.Network([2, 3, 2], loss="cross_entropy", backend="numpy").activations
+            == ["sigmoid", "softmax"])
+    assert (nn_xp.Network([2, 3, 1], "relu", loss="binary_cross_entropy", backend="numpy").activations
+            == ["relu", "sigmoid"])
 
 
 # ------------------------------------------------------------ optimizers
