@@ -272,6 +272,7 @@ def test_the_divergence_warning_points_at_the_callers_line_and_callbacks_let_go_
     net = nn_xp.Network([1, 16, 1], ["relu", "identity"], backend="numpy", dtype="float64", seed=1)
     stopper = nn_xp.EarlyStopping(monitor="loss", patience=500)
     with pytest.warns(RuntimeWarning, match="non-finite") as record:
-        net.fit(SINE_X * 100, SINE_Y * 100, epochs=200, learning_rate=5.0, on_nonfinite="warn", callbacks=stopper)
+        net.fit(SINE_X * 100, SINE_Y * 100, epochs=200, learning_rate=5.0, on_nonfinite="warn",
+                callbacks=stopper)
     assert record[0].filename == __file__
     assert stopper.run is None  # it would otherwise hold the training data and the engine's buffers
