@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 from typing import Any
 
@@ -32,6 +33,30 @@ class ModelFileError(ValueError):
     """A model or checkpoint file that cannot be loaded: missing, damaged, not nn_xp's, not this network's."""
 
 
+class ModelFileWriteError(ModelFileError, OSError):
+    """A model or checkpoint file that could not be written (a full disk, a missing folder): also an
+    ``OSError``, as the failure underneath it is."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()  # the message, not OSError's format
+
+
+_WRITE_ERRORS: dict[type, type] = {OSError: ModelFileWriteError}
+
+
+def write_error(path: _Path, exc: OSError, problem: str | None = None) -> ModelFileWriteError:
+    """A :class:`ModelFileWriteError` naming ``path`` that is also ``exc``'s own kind (``FileNotFoundError``,
+    ``PermissionError``, ...), so code catching that keeps working."""
+    kind = type(exc)
+    cls = _WRITE_ERRORS.get(kind)
+    if cls is None:
+        cls = _WRITE_ERRORS[kind] = type(f"ModelFile{kind.__name__}", (ModelFileWriteError, kind), {})
+    reason = problem or f"cannot be written ({exc.strerror or exc}); any previous file there is unchanged"
+    err = cls(f"{os.fspath(path)}: {reason}")
+    err.errno, err.strerror, err.filename = exc.errno, exc.strerror, os.fspath(path)
+    return err
+
+
 def error(path: _Path, problem: str) -> ModelFileError:
     return ModelFileError(f"{os.fspath(path)}: {problem}")
 
@@ -43,8 +68,20 @@ def _parse_int(digits: str) -> int:
     return int(digits)
 
 
+class DuplicateKey(ValueError):
+    """A JSON object in a file names the same key twice."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
+
+
 def _json(text: str) -> Any:
-    return json.loads(text, parse_int=_parse_int)
+    return json.loads(text, parse_int=_parse_int, object_pairs_hook=_object)
 
 
 def short(value: Any) -> str:
@@ -70,22 +107,18 @@ def is_number(v: Any) -> bool:
 
 
 def read(path: _Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """The checked metadata and the tensors (writeable host copies) of a model file."""
-    safetensors = safetensors_module()
-    try:
-        with open(os.fspath(path), "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            header, data_len = _read_header(path, f, size)
-    except FileNotFoundError:
-        raise error(path, "no such model file") from None
-    except OSError as exc:
-        raise error(path, f"cannot be read ({exc})") from None
+    """The checked metadata and the tensors (writeable host copies) of a model file.
+
+    The file is opened once and read once, so a writer replacing it meanwhile cannot mix two files'
+    parts; anything but a regular file (a FIFO, a device) is refused before a byte is read.
+    """
+    raw = _read_file(path)
+    header, data_len = _read_header(path, raw)
     meta = _check_metadata(path, header)
     expected = _check_entries(path, header, data_len, meta)
-    try:  # only now, with every size known to fit the file, does safetensors read anything
-        with safetensors.safe_open(os.fspath(path), framework="numpy") as f:
-            tensors = {name: np.array(f.get_tensor(name)) for name in expected}
-    except Exception as exc:  # safetensors' own errors, or the file changed since its header was read
+    try:  # only now, with every size known to fit, does safetensors parse the same bytes
+        tensors = {name: np.array(t) for name, t in safetensors_module().numpy.load(raw).items()}
+    except Exception as exc:  # safetensors' own errors
         raise error(path, f"safetensors could not read the tensors ({type(exc).__name__}: {exc})") from None
     for name, (dtype, shape) in expected.items():
         t = tensors[name]
@@ -96,23 +129,47 @@ def read(path: _Path) -> tuple[dict, dict[str, np.ndarray]]:
     return meta, tensors
 
 
-def _read_header(path: _Path, f: Any, size: int) -> tuple[dict, int]:
+def _read_file(path: _Path) -> bytes:
+    """The whole file, from one descriptor; a non-regular file is an error (opening a FIFO never blocks)."""
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise error(path, "no such model file") from None
+    except (OSError, TypeError, ValueError) as exc:
+        raise error(path, f"cannot be read ({exc})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(path, "cannot be read: it is not a regular file (a folder, FIFO, socket or device)")
+        if info.st_size < 8:
+            raise error(path, f"is {info.st_size} bytes long, too short for a safetensors file (truncated?)")
+        with open(fd, "rb", closefd=False) as f:
+            raw = f.read(info.st_size + 1)
+    except OSError as exc:
+        raise error(path, f"cannot be read ({exc})") from None
+    finally:
+        os.close(fd)
+    if len(raw) != info.st_size:
+        raise error(path, "changed size while being read (another process writing it?)")
+    return raw
+
+
+def _read_header(path: _Path, raw: bytes) -> tuple[dict, int]:
     """The safetensors header as a dict: an 8-byte little-endian length N, then N bytes of UTF-8 JSON."""
-    if size < 8:
-        raise error(path, f"is {size} bytes long, too short for a safetensors file (truncated?)")
-    (n,) = struct.unpack("<Q", f.read(8))
+    size = len(raw)
+    (n,) = struct.unpack("<Q", raw[:8])
     if n > size - 8:
         raise error(path, f"is truncated or not a safetensors file: its header claims {n} bytes, "
-                           f"only {size - 8} follow")
+                          f"only {size - 8} follow")
     if n > _MAX_HEADER:
         raise error(path, f"has a {n}-byte header, over the {_MAX_HEADER}-byte limit")
-    raw = f.read(n)
-    if len(raw) != n:
-        raise error(path, "changed or shrank while being read")
     try:
-        header = _json(raw.decode("utf-8"))
+        header = _json(raw[8:8 + n].decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise error(path, f"has a header that is not UTF-8 ({exc.reason} at byte {8 + exc.start})") from None
+    except DuplicateKey as exc:
+        twice = short(exc.args[0])
+        raise error(path, f"has a header that names {twice} twice (safetensors forbids it)") from None
     except (ValueError, RecursionError) as exc:
         raise error(path, f"has a header that is not valid JSON ({exc})") from None
     if not isinstance(header, dict):

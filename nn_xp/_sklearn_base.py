@@ -68,7 +68,7 @@ class _ScikitStopping(EarlyStopping):
         if (value > self.best) if self.maximize else (value < self.best):
             self.best, self.best_epoch = value, epoch
             if self.restore_best_weights:
-                self.best_weights = self.net.snapshot()
+                self.keep_best_weights()
         if self.wait < self.patience:
             return
         opt = self.net.optimizer
@@ -136,6 +136,9 @@ class _BaseMLP(BaseEstimator):
         if not (_is_int(self.n_iter_no_change, 1) or self.n_iter_no_change == math.inf):
             raise ValueError("n_iter_no_change must be a positive integer or numpy.inf, "
                              f"got {self.n_iter_no_change!r}")
+        rate = self.learning_rate_init
+        if isinstance(rate, bool) or not isinstance(rate, Real) or not 0 < rate < math.inf:
+            raise ValueError(f"learning_rate_init must be a positive number, got {rate!r}")
         for name in ("alpha", "tol", "power_t"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < math.inf:

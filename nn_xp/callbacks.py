@@ -93,14 +93,20 @@ class EarlyStopping(Callback):
         value = logs[self.monitor]
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best_weights:  # the weights the value describes (see Run.weights_for)
-                self.best_weights = (self.run.weights_for(self.monitor) if self.run is not None
-                                     else self.net.snapshot())
+            if self.restore_best_weights:
+                self.keep_best_weights()
             return
         self.wait += 1
         if self.wait >= self.patience:
             self.stopped_epoch = epoch
             raise StopTraining(f"{self.monitor} did not improve for {self.patience} epochs")
+
+    def keep_best_weights(self) -> None:
+        """Keep device copies of the weights the monitored value describes (see ``Run.weights_for``), unless
+        the last update overflowed them: a rolled-back divergence must not come back at the end."""
+        weights = self.run.weights_for(self.monitor) if self.run is not None else self.net.snapshot()
+        if bool(weights.all_finite()):
+            self.best_weights = weights
 
     def on_train_end(self, net: Any) -> None:
         if self.restore_best_weights and self.best_weights is not None:

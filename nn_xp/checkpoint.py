@@ -11,11 +11,21 @@ import numpy as np
 
 from ._host import rng_state, set_rng_state
 from ._modelfile import error, is_int, is_number, read, short
-from ._payload import add_optimizer, jsonable, optimizer_state, payload, saved_optimizer, weights, write
+from ._payload import (
+    add_optimizer,
+    check_net_and_path,
+    check_writable,
+    jsonable,
+    optimizer_state,
+    payload,
+    saved_optimizer,
+    weights,
+    write,
+)
 from .history import History
 from .optimizers import Optimizer
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["check_checkpoint_path", "load_checkpoint", "save_checkpoint"]
 
 # generators whose state a checkpoint may name: rebuilt from this list, never looked up by a file's string
 _BIT_GENERATORS = {name: getattr(np.random, name)
@@ -23,11 +33,13 @@ _BIT_GENERATORS = {name: getattr(np.random, name)
 _Path = Any  # str or os.PathLike
 
 
-def save_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None, epoch: int, history: History) -> None:
+def save_checkpoint(net: Any, path: _Path, optimizer: Optimizer | None, epoch: int, history: History) -> None:
     """Write what ``fit(..., resume_from=path)`` needs to continue exactly: model, optimizer, RNG, history.
 
-    ``epoch`` is the number of epochs completed. The file is also a model file for :func:`load`.
+    ``epoch`` is the number of epochs completed. The file is also a model file for :func:`nn_xp.load`.
+    The network comes first, as in :func:`nn_xp.save`.
     """
+    check_net_and_path(net, path, "save_checkpoint")
     tensors, meta = payload(net)
     if optimizer is not None:
         add_optimizer(tensors, meta, optimizer, net.dtype_name)
@@ -36,17 +48,52 @@ def save_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None, epoch: i
     write(path, tensors, meta)
 
 
+def check_checkpoint_path(path: _Path) -> None:
+    """A clear error now, naming ``path``, where a checkpoint could not be written there later."""
+    check_writable(path)
+
+
 def load_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None) -> tuple[int, History]:
     """Restore a :func:`save_checkpoint` file into ``net`` and ``optimizer``: ``(epochs_done, history)``.
 
     The checkpoint must come from a network with the same layer sizes,
-    activations, loss and dtype, and an optimizer of the same class; nothing
-    is changed unless every check passes. The weights, the optimizer state and
-    the generator of the shuffles (``net.rng``) are restored. With
+    activations, loss and dtype, and an optimizer of the same class. All or
+    nothing: every check passes before anything changes, and a failure (or
+    Ctrl-C) while the weights, the optimizer state and the generator of the
+    shuffles (``net.rng``) are set puts back what they were. With
     ``optimizer=None`` the checkpoint's own optimizer is rebuilt into
     ``net.optimizer`` (when it was a built-in one with a JSON config).
     """
     meta, tensors = read(path)
+    epoch, history, rng = _checked_checkpoint(path, meta, net)
+    optimizer, state, rebuilt = _checkpoint_optimizer(path, meta, tensors, net, optimizer)
+    before = (net.get_weights(), net.optimizer, rng_state(net.rng), net.rng)
+    before_state = optimizer.state_dict() if optimizer is not None else None
+    try:
+        net.set_weights(weights(meta, tensors))
+        if state is not None:
+            try:
+                optimizer.load_state_dict(state, net.params)
+            except ValueError as exc:
+                raise error(path, f"has optimizer state that does not fit: {exc}") from None
+            if rebuilt:
+                net.optimizer = optimizer
+        if type(net.rng.bit_generator) is type(rng.bit_generator):
+            set_rng_state(net.rng, rng_state(rng))  # keep the caller's generator object
+        else:
+            net.rng = rng
+    except BaseException:  # Ctrl-C too: the network, its optimizer and its generator as they were
+        old_weights, net.optimizer, old_rng, net.rng = before
+        net.set_weights(old_weights)
+        set_rng_state(net.rng, old_rng)
+        if before_state is not None:
+            optimizer.load_state_dict(before_state, net.params)
+        raise
+    return epoch, history
+
+
+def _checked_checkpoint(path: _Path, meta: dict, net: Any) -> tuple[int, History, np.random.Generator]:
+    """The checkpoint's epoch, history and generator, checked against the file and the network."""
     ck = meta.get("checkpoint")
     if not isinstance(ck, dict):
         raise error(path, "is a model file, not a training checkpoint (save_checkpoint writes those)")
@@ -62,8 +109,12 @@ def load_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None) -> tuple
         raise error(path, "checkpoint history must map metric names to lists of numbers")
     if not (isinstance(epochs, list) and all(is_int(e) for e in epochs)):
         raise error(path, "checkpoint history_epoch must be a list of integers")
-    rng = _generator(path, ck.get("rng"))
-    state = None
+    return epoch, History(history, epochs), _generator(path, ck.get("rng"))
+
+
+def _checkpoint_optimizer(path: _Path, meta: dict, tensors: dict, net: Any, optimizer: Optimizer | None):
+    """The optimizer that continues (given, or the file's own), its saved state (None without one), and
+    whether it was rebuilt from the file (then it becomes ``net.optimizer``)."""
     rebuilt = optimizer is None and meta.get("optimizer") is not None
     if rebuilt:
         optimizer = saved_optimizer(path, meta)  # assigned to net only once every check has passed
@@ -74,28 +125,20 @@ def load_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None) -> tuple
                                   "schedule a file cannot hold; pass fit(optimizer=...) configured as when "
                                   "it was saved")
             optimizer = net.optimizer
-    if optimizer is not None:
-        info, name = meta.get("optimizer"), type(optimizer).__name__.lower()
-        if info is None:
-            raise error(path, f"holds no optimizer state, but training uses {name!r}")
-        if info["name"] != name:
-            raise error(path, f"holds {short(info['name'])} optimizer state, but training uses {name!r}")
-        state = optimizer_state(meta, tensors)
-        for param, slots in state["state"].items():
-            if set(slots) != set(optimizer.slots):
-                raise error(path, f"holds optimizer state {short(sorted(slots))} for {short(param)}, "
-                                  f"but this {name!r} keeps {list(optimizer.slots)}; configure it as "
-                                  "when the checkpoint was saved")
-    net.set_weights(weights(meta, tensors))
-    if state is not None:
-        optimizer.load_state_dict(state, net.params)
-        if rebuilt:
-            net.optimizer = optimizer
-    if type(net.rng.bit_generator) is type(rng.bit_generator):
-        set_rng_state(net.rng, rng_state(rng))  # keep the caller's generator object
-    else:
-        net.rng = rng
-    return epoch, History(history, epochs)
+    if optimizer is None:
+        return None, None, False
+    info, name = meta.get("optimizer"), type(optimizer).__name__.lower()
+    if info is None:
+        raise error(path, f"holds no optimizer state, but training uses {name!r}")
+    if info["name"] != name:
+        raise error(path, f"holds {short(info['name'])} optimizer state, but training uses {name!r}")
+    state = optimizer_state(meta, tensors)
+    for param, slots in state["state"].items():
+        if set(slots) != set(optimizer.slots):
+            raise error(path, f"holds optimizer state {short(sorted(slots))} for {short(param)}, "
+                              f"but this {name!r} keeps {list(optimizer.slots)}; configure it as "
+                              "when the checkpoint was saved")
+    return optimizer, state, rebuilt
 
 
 def _describe(meta: dict) -> str:

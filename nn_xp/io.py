@@ -15,7 +15,15 @@ from typing import Any
 
 from . import backends
 from ._modelfile import ModelFileError, error, read
-from ._payload import add_optimizer, optimizer_state, payload, saved_optimizer, weights, write
+from ._payload import (
+    add_optimizer,
+    check_net_and_path,
+    optimizer_state,
+    payload,
+    saved_optimizer,
+    weights,
+    write,
+)
 from .network import Network
 
 __all__ = ["ModelFileError", "load", "save"]
@@ -39,6 +47,7 @@ def save(net: Network, path: _Path, *, include_optimizer: bool = True) -> None:
     >>> nn_xp.save(net, "sine.safetensors")  # doctest: +SKIP
     >>> net = nn_xp.load("sine.safetensors", backend="torch")  # doctest: +SKIP
     """
+    check_net_and_path(net, path, "save")
     tensors, meta = payload(net)
     if include_optimizer and net.optimizer is not None:
         add_optimizer(tensors, meta, net.optimizer, net.dtype_name)

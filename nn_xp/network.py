@@ -44,6 +44,10 @@ class Layer:
     activation: Activation
 
 
+#: the most units a layer may have (weights are drawn on the host: larger layers could never be allocated)
+MAX_UNITS = 2**31 - 1
+
+
 class Network:
     """A feed-forward network trained by back-propagation, on any array-API backend.
 
@@ -81,10 +85,14 @@ class Network:
     def __init__(self, layer_sizes: Sequence[int], activations: Sequence[str] | str | None = None,
                  loss: str = "mse", backend: str | None = None, device: Any = None,
                  dtype: str = "float32", seed: Any = 0, engine: str | None = None) -> None:
-        sizes = list(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else []
-        if len(sizes) < 2 or any(isinstance(n, bool) or not isinstance(n, Integral) or n < 1 for n in sizes):
-            raise ValueError("layer_sizes must list at least two positive integers (input and output units), "
-                             f"got {layer_sizes!r}")
+        try:
+            sizes = list(layer_sizes) if not isinstance(layer_sizes, (str, bytes)) else []
+        except TypeError:
+            sizes = []
+        if len(sizes) < 2 or any(isinstance(n, bool) or not isinstance(n, Integral) or not 1 <= n <= MAX_UNITS
+                                 for n in sizes):
+            raise ValueError("layer_sizes must list at least two positive integers (input and output units, "
+                             f"at most {MAX_UNITS} each), got {layer_sizes!r}")
         sizes = [int(n) for n in sizes]  # NumPy integers too, as scikit-learn grids produce
         self.loss_fn: Loss = get_loss(loss)
         acts = self._activation_names(activations, len(sizes) - 1)
@@ -110,7 +118,11 @@ class Network:
             activations = "sigmoid"
         if isinstance(activations, (str, Activation)):
             return [activations] * (n_layers - 1) + [output]
-        acts = list(activations)
+        try:
+            acts = list(activations)
+        except TypeError:
+            raise TypeError(f"activations must be a name or a sequence of names (one per layer), "
+                            f"got {activations!r}") from None
         if len(acts) != n_layers:
             raise ValueError(f"activations must name one activation per layer ({n_layers}), "
                              f"got {len(acts)}: {acts!r}")
@@ -175,7 +187,11 @@ class Network:
     @on_device
     def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
         """Replace every layer's ``(W, b)`` from host (or any) arrays, all checked before any is replaced."""
-        weights = list(weights)
+        try:
+            weights = list(weights)
+        except TypeError:
+            raise TypeError("set_weights expects a sequence of (W, b) pairs, "
+                            f"got {type(weights).__name__}") from None
         if len(weights) != len(self.layers):
             raise ValueError(f"set_weights expects {len(self.layers)} (W, b) pairs, got {len(weights)}")
         new = []
@@ -236,12 +252,25 @@ class Network:
 
         Nothing given is written.
         """
-        if len(values) != len(self.layers) + 1:
-            raise ValueError(f"values must hold {len(self.layers) + 1} (Z, A) pairs from evaluate, "
-                             f"got {len(values)}")
+        self._check_values(values)
         Y = check_model_array(Y, "Y", self.backend, self.dtype, self.layers[-1].n_out)
         check_same_samples(values[0][1], Y, "values[0] (X)", "Y")
         return self._backward(values, Y)
+
+    def _check_values(self, values: Any) -> None:
+        """``values`` as :meth:`evaluate` gives them for this network: pairs of model arrays of its shapes."""
+        n = len(self.layers) + 1
+        if not isinstance(values, (list, tuple)) or len(values) != n \
+                or not all(isinstance(v, (list, tuple)) and len(v) == 2 for v in values):
+            got = f"{len(values)} items" if isinstance(values, (list, tuple)) else type(values).__name__
+            raise ValueError(f"values must hold {n} (Z, A) pairs from this network's evaluate, got {got}")
+        X = check_model_array(values[0][1], "values[0] (X)", self.backend, self.dtype, self.layers[0].n_in)
+        for i, (layer, (Z, A)) in enumerate(zip(self.layers, values[1:]), start=1):
+            for name, a in (("Z", Z), ("A", A)):
+                shape = getattr(a, "shape", None)
+                if shape != (X.shape[0], layer.n_out):
+                    raise ValueError(f"values[{i}] {name} has shape {shape}, this network's layer {i - 1} "
+                                     f"makes ({X.shape[0]}, {layer.n_out}): values from another network?")
 
     def _backward(self, values: list[tuple[Array | None, Array]], Y: Array) -> tuple[Array, list[Array]]:
         xp, layers, fused = self.xp, self.layers, self.loss_fn.fused_with is not None

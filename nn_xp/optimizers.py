@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from numbers import Real
 from typing import Any
 
 from array_api_compat import array_namespace, is_writeable_array
@@ -56,8 +57,15 @@ class Optimizer:
         self.learning_rate = learning_rate if callable(learning_rate) else float(learning_rate)
 
     def current_learning_rate(self) -> float:
+        """The rate of the next step: a schedule's value is checked on the host before any step uses it."""
         lr = self.learning_rate
-        return float(lr(self.iterations)) if callable(lr) else lr
+        if not callable(lr):
+            return lr
+        value = lr(self.iterations)
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"the learning-rate schedule {lr!r} gave {value!r} for step {self.iterations}; "
+                             "it must give a finite number >= 0")
+        return float(value)
 
     def update(self, p: Array, g: Array, state: dict[str, Array], lr: float, xp: Any) -> Array:
         """The rule: one step on ``p`` from ``g`` at rate ``lr``; returns the new ``p``.
@@ -187,11 +195,26 @@ class Optimizer:
                           for n, slots in self.state.items()}}
 
     def load_state_dict(self, state: dict[str, Any], params: dict[str, Array]) -> None:
-        """Restore :meth:`state_dict` output onto the devices of ``params``."""
+        """Restore :meth:`state_dict` output onto the devices of ``params``; all checked before any is set.
+
+        A state that covers some parameters but not all (or none after steps were taken) is refused:
+        the missing moments would silently restart at zero.
+        """
+        if not isinstance(state, dict) or not isinstance(state.get("state"), dict) \
+                or type(state.get("iterations")) is not int or state["iterations"] < 0:
+            raise ValueError("state must be a dict like state_dict() gives: {'iterations': int >= 0, "
+                             f"'state': {{name: {{slot: array}}}}}}, got {_describe(state)}")
+        missing = [n for n in params if n not in state["state"]]
+        if self.slots and missing and (state["state"] or state["iterations"] > 0):
+            raise ValueError(f"optimizer state lacks {', '.join(missing)} (after {state['iterations']} steps "
+                             f"{type(self).__name__} keeps {list(self.slots)} for every parameter)")
         new = {}
         for name, slots in state["state"].items():
             if name not in params:
                 raise ValueError(f"optimizer state names parameter {name!r}, which the network does not have")
+            if not isinstance(slots, dict):
+                raise ValueError(f"optimizer state for {name} must map slot names to arrays, "
+                                 f"got {_describe(slots)}")
             if set(slots) != set(self.slots):
                 raise ValueError(f"optimizer state for {name} holds {sorted(slots)}, "
                                  f"{type(self).__name__} keeps {sorted(self.slots)}")
@@ -199,7 +222,7 @@ class Optimizer:
             xp = array_namespace(p)
             new[name] = {}
             for s, host in slots.items():
-                if tuple(host.shape) != tuple(p.shape):
+                if tuple(getattr(host, "shape", ())) != tuple(p.shape):
                     raise ValueError(f"optimizer state {name}.{s} has shape {tuple(host.shape)}, "
                                      f"parameter {name} has {tuple(p.shape)}")
                 new[name][s] = xp.asarray(host, dtype=p.dtype, device=array_device(p), copy=True)  # ours
@@ -228,6 +251,11 @@ def _leaves(state: dict[str, dict[str, Array]]) -> list[Array]:
 
 def _same_shapes(a: list[Array], b: list[Array]) -> bool:
     return len(a) == len(b) and all(x.shape == y.shape for x, y in zip(a, b))
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _copy(a: Array) -> Array:

@@ -19,7 +19,7 @@ from ._typing import Array
 from ._validation import check_positive, check_same_samples
 from .backends import to_numpy
 from .callbacks import Callback, LambdaCallback, StopTraining
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import check_checkpoint_path, load_checkpoint, save_checkpoint
 from .engine import Snapshot, Trainer
 from .history import History
 from .optimizers import Optimizer, Schedule, get_optimizer
@@ -35,18 +35,26 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
         on_nonfinite: str = "raise") -> History:
     """Train ``net`` on ``(X, Y)``: see :meth:`nn_xp.Network.fit` for every option."""
     _check_options(epochs, batch_size, checkpoint_every, validation_split, on_nonfinite, verbose)
+    if checkpoint is not None:
+        check_checkpoint_path(checkpoint)  # now, naming it, not after the first epoch
     with net.backend.context():
         X, _ = net.as_input(X)
         Y = net.as_target(Y)
         check_same_samples(X, Y)
         X, Y, validation = _split(net, X, Y, validation_data, validation_split)
         opt, start, history = _optimizer_and_history(net, optimizer, learning_rate, resume_from)
+        previous = net.optimizer
         net.optimizer, net.history = opt, history
         trainer = net.engine.trainer(net, opt, X, Y, validation, batch_size=batch_size, shuffle=shuffle)
         progress = Progress(epochs, verbose, start)
         run = Run(net, trainer, history, start, epochs, _callbacks(callbacks), progress, checkpoint,
                   checkpoint_every, on_nonfinite)
-        return run.train()
+        try:
+            return run.train()
+        except BaseException:
+            if run.done == start:  # no epoch completed: the network keeps the optimizer it had
+                net.optimizer = previous
+            raise
 
 
 def _check_options(epochs: Any, batch_size: Any, checkpoint_every: Any, validation_split: Any,
@@ -90,6 +98,11 @@ def _callbacks(callbacks: Any) -> list[Callback]:
         return []
     if isinstance(callbacks, Callback) or callable(callbacks):
         callbacks = [callbacks]
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise TypeError("callbacks must be an nn_xp.Callback, a callable f(epoch, logs) or a list of them, "
+                        f"got {callbacks!r}") from None
     return [c if isinstance(c, Callback) else LambdaCallback(c) for c in callbacks]
 
 
@@ -221,19 +234,25 @@ class Run:
                 dirty = False
                 every = self.checkpoint_every
                 if self.checkpoint is not None and self.done // every > epoch // every:
+                    if not bool(self.net.parameters.all_finite()):  # never checkpoint an overflowed update
+                        return self._overflowed()
                     self._save_checkpoint()  # before a callback can stop us
                 first, epoch = epoch, self.done
                 if (self.callbacks or not self.progress.silent) and self._notify(first, rows):
                     break
-        except KeyboardInterrupt:
-            if dirty:  # leave the network at the last completed epoch, never half-updated
+        except BaseException:  # Ctrl-C, or an error inside an epoch (a schedule's, a callback's, ...)
+            if dirty:  # leave the network and its history at the last completed epoch, never half-updated
                 self.undo.restore(epoch)
+                self.history.truncate(epoch)
             raise
         if self.done > self.start and not bool(self.net.parameters.all_finite()):
-            # the last update overflowed: its loss was never measured, its call's start had a finite one
-            last = self.done - 1
-            return self.undo.before(self.done), {"loss": math.nan}, f"in the last update (epoch {last})"
+            return self._overflowed()
         return None
+
+    def _overflowed(self) -> tuple[int, dict, str]:
+        """The last update overflowed: its loss was never measured, its call's start had a finite one."""
+        last = self.done - 1
+        return self.undo.before(self.done), {"loss": math.nan}, f"in the last update (epoch {last})"
 
     def _read(self, rows: list[list[Array]]) -> list[list[float]]:
         if len(rows) == 1 and len(rows[0]) == 1:
@@ -265,7 +284,7 @@ class Run:
 
     def _save_checkpoint(self, epoch: int | None = None) -> None:
         epoch = self.done if epoch is None else epoch
-        save_checkpoint(self.checkpoint, self.net, self.optimizer, epoch, self.history)
+        save_checkpoint(self.net, self.checkpoint, self.optimizer, epoch, self.history)
         self.saved_at = epoch
 
     def _diverged(self, epoch: int, logs: dict, where: str) -> None:

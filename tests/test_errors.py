@@ -292,8 +292,8 @@ def test_a_callback_stopping_after_an_overflowing_update_still_restores(tmp_path
     with pytest.raises(FloatingPointError):
         net.fit([[1.0]], [[0.0]], epochs=5, learning_rate=1e200, callbacks=stop, checkpoint=path)
     np.testing.assert_array_equal(net.get_weights()[0][0], [[1e150]])
-    restored = nn_xp.load(path)  # the checkpoint was mended, so it loads
-    np.testing.assert_array_equal(restored.get_weights()[0][0], [[1e150]])
+    # the overflowed weights were never checkpointed (issue 14): no epoch had finite weights, so no file
+    assert not path.exists()
 
 
 def test_divergence_mends_a_checkpoint_it_had_written(tmp_path):

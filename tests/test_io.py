@@ -546,7 +546,7 @@ def test_checkpoint_functions_directly(tmp_path):
     net = nn_xp.Network([3, 5, 2], ["tanh", "identity"], backend="numpy", seed=np.random.default_rng(8))
     net.rng.random(3)  # a generator that has moved on
     history = nn_xp.History({"loss": [0.5, 0.25]}, [0, 1])
-    save_checkpoint(path, net, None, 2, history)
+    save_checkpoint(net, path, None, 2, history)
     other = nn_xp.Network([3, 5, 2], ["tanh", "identity"], backend="numpy", seed=1)
     epoch, restored = load_checkpoint(path, other, None)
     assert epoch == 2 and restored.history == history.history and restored.epoch == history.epoch

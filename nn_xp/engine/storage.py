@@ -28,6 +28,13 @@ class Snapshot:
         # whether a later snapshot may reuse its buffers
         self.writeable = all(map(is_writeable_array, arrays))
 
+    def all_finite(self) -> Array:
+        """A device boolean: no value is NaN or infinite."""
+        xp = self.xp
+        if self.flat is not None:
+            return xp.all(xp.isfinite(self.flat))
+        return xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in self.arrays]))
+
     def copy(self) -> Snapshot:
         """An independent copy, on the same device."""
         if self.flat is None:

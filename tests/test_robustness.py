@@ -1,0 +1,384 @@
+"""Nothing lost, nothing half-done: interrupted and killed saves, racing readers, hostile files, interrupted
+training and resumes, and arguments that must be named in the error (issue 14's defects, each a test)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import SINE_X, SINE_Y
+
+import nn_xp
+from nn_xp import ModelFileError, load, save
+from nn_xp.checkpoint import load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _net(seed=0, **kwargs):
+    kwargs.setdefault("dtype", "float64")
+    return nn_xp.Network([1, 6, 1], backend="numpy", seed=seed, **kwargs)
+
+
+def _same(a, b):
+    for (W, bias), (W2, bias2) in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(W, W2)
+        np.testing.assert_array_equal(bias, bias2)
+
+
+# ------------------------------------------------------------------ files
+def test_a_killed_save_leaves_a_temporary_file_that_the_next_save_removes(tmp_path):
+    """A writer killed between writing and renaming (as a preempted job is) leaves its temporary file; the
+    next save of that file, by another process, deletes it, and keeps the temporaries of live writers."""
+    path = tmp_path / "model.safetensors"
+    save(_net(), path)
+    killed = ("import os, sys, nn_xp\n"
+              "os.replace = lambda *a: os._exit(9)  # killed right before the rename\n"
+              "nn_xp.save(nn_xp.Network([1, 6, 1], backend='numpy', seed=1), sys.argv[1])\n")
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", killed, str(path)], cwd=ROOT, timeout=120)
+        assert done.returncode == 9
+    leftovers = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert len(leftovers) == 3
+    _same(load(path, backend="numpy"), _net())  # the old file is intact
+    save(_net(2), path)
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+    _same(load(path, backend="numpy"), _net(2))
+
+
+def test_ctrl_c_inside_the_write_leaves_no_temporary_file_and_no_open_descriptor(tmp_path, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    save(_net(), path)
+    before = _bytes(path)
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+
+    def interrupted(fd, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save(_net(1), path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["model.safetensors"] and _bytes(path) == before
+    if fds is not None:
+        assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_full_disk_is_a_model_file_error_naming_the_target_and_the_old_file_stays(tmp_path, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    save(_net(), path)
+    before = _bytes(path)
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(ModelFileError, match=r"model\.safetensors: cannot be written \(No space") as info:
+        save(_net(1), path)
+    assert isinstance(info.value, OSError) and info.value.errno == 28  # as `except OSError` expects
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["model.safetensors"] and _bytes(path) == before
+
+
+def test_the_longest_valid_file_name_can_be_saved(tmp_path):
+    path = tmp_path / ("m" * (255 - len(".safetensors")) + ".safetensors")
+    save(_net(), path)
+    _same(load(path, backend="numpy"), _net())
+    save(_net(1), path)  # and replaced
+    assert os.listdir(tmp_path) == [path.name]
+
+
+def test_a_reader_racing_a_writer_gets_one_whole_file_or_the_other(tmp_path):
+    """float32 and float64 models replace each other at one path; every load is one of them, whole."""
+    path = tmp_path / "model.safetensors"
+    models = {"float32": _net(1, dtype="float32"), "float64": _net(2, dtype="float64")}
+    save(models["float32"], path)
+    stop = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            for net in models.values():
+                save(net, path)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        for _ in range(150):
+            net = load(path, backend="numpy")
+            _same(net, models[net.dtype_name])
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_load_refuses_a_fifo_at_once(tmp_path):
+    fifo = tmp_path / "model.safetensors"
+    os.mkfifo(fifo)
+    result = {}
+
+    def attempt():
+        try:
+            load(fifo, backend="numpy")
+        except Exception as exc:  # what it raised, for the assertion below
+            result["error"] = exc
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "load blocked on a FIFO"
+    error = result.get("error")
+    assert isinstance(error, ModelFileError) and "not a regular file" in str(error)
+
+
+def test_a_header_naming_a_tensor_twice_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save(_net(), path)
+    raw = _bytes(path)
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = raw[8:8 + n].decode()
+    entry = header[header.index('"W0":'):]
+    entry = entry[:entry.index("}") + 1]
+    doubled = header.replace(entry, entry + "," + entry, 1).encode()
+    path.write_bytes(struct.pack("<Q", len(doubled)) + doubled + raw[8 + n:])
+    with pytest.raises(ModelFileError, match="names 'W0' twice"):
+        load(path, backend="numpy")
+
+
+def test_a_checkpoint_missing_one_parameters_moments_is_refused(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    path = tmp_path / "ck.safetensors"
+    _net().fit(SINE_X, SINE_Y, epochs=2, optimizer="adam", checkpoint=path)
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        metadata = json.loads(f.read(n))["__metadata__"]
+    tensors = {k: v for k, v in load_file(path).items() if not k.startswith("optimizer/W1/")}
+    save_file(tensors, path, metadata=metadata)
+    with pytest.raises(ModelFileError, match="lacks W1"):
+        load_checkpoint(path, _net(), None)
+    with pytest.raises(ModelFileError, match="lacks W1"):
+        load(path, backend="numpy")
+
+
+def test_save_refuses_non_finite_weights_and_keeps_the_good_file(tmp_path):
+    path = tmp_path / "model.safetensors"
+    net = _net()
+    save(net, path)
+    before = _bytes(path)
+    net.params["W0"][0, 0] = np.nan  # the live parameter, as a diverging update would leave it
+    with pytest.raises(ValueError, match=r"NaN or infinity \(W0\): not saved"):
+        save(net, path)
+    assert _bytes(path) == before and os.listdir(tmp_path) == ["model.safetensors"]
+
+
+# ------------------------------------------------------------------ training state
+def test_ctrl_c_right_after_the_history_is_written_rolls_the_history_back_too(monkeypatch):
+    record = nn_xp.training.Run._record
+    calls = []
+
+    def interrupted(self, first, rows):
+        record(self, first, rows)
+        calls.append(first)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # after the append, before the epoch's bookkeeping ends
+
+    monkeypatch.setattr(nn_xp.training.Run, "_record", interrupted)
+    net = _net()
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(SINE_X, SINE_Y, epochs=6, batch_size=25, optimizer="adam")
+    monkeypatch.undo()
+    assert net.history.epoch == [0, 1] and len(net.history["loss"]) == 2
+    reference = _net()
+    reference.fit(SINE_X, SINE_Y, epochs=2, batch_size=25, optimizer="adam")
+    _same(net, reference)
+
+
+def test_ctrl_c_during_a_resume_changes_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "ck.safetensors"
+    _net(1).fit(SINE_X, SINE_Y, epochs=3, batch_size=25, optimizer="adam", checkpoint=path)
+    net = _net(2)
+    net.fit(SINE_X, SINE_Y, epochs=2, batch_size=25, optimizer="adam")
+    weights, state, rng = net.get_weights(), net.optimizer.state_dict(), net.rng.bit_generator.state
+
+    def interrupted(self, state, params):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nn_xp.Adam, "load_state_dict", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_checkpoint(path, net, net.optimizer)
+    monkeypatch.undo()
+    for (W, b), (W0, b0) in zip(net.get_weights(), weights):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+    assert net.rng.bit_generator.state == rng
+    after = net.optimizer.state_dict()
+    assert after["iterations"] == state["iterations"]
+    for name, slots in state["state"].items():
+        for slot, value in slots.items():
+            np.testing.assert_array_equal(after["state"][name][slot], value)
+
+
+def _overflowing(**kwargs):
+    net = nn_xp.Network([1, 1], ["identity"], backend="numpy", dtype="float64", **kwargs)
+    net.set_weights([(np.array([[1e150]]), np.array([0.0]))])  # a finite loss whose update overflows
+    return net
+
+
+def test_a_checkpoint_is_never_written_from_weights_whose_last_update_overflowed(tmp_path):
+    """Epoch 0's loss is finite, its update overflows; a crash right after the epoch (here Ctrl-C in a
+    callback) must leave a checkpoint to resume from, not one of infinite weights."""
+    path = tmp_path / "ck.safetensors"
+    _overflowing().fit([[1e-160]], [[0.0]], epochs=2, learning_rate=0.1, checkpoint=path)
+
+    def crash(epoch, logs):
+        raise KeyboardInterrupt
+
+    net = _overflowing()
+    with pytest.raises((FloatingPointError, KeyboardInterrupt)):
+        net.fit([[1.0]], [[0.0]], epochs=3, learning_rate=1e200, checkpoint=path, callbacks=crash)
+    saved = load(path, backend="numpy")  # loads: its weights are finite
+    assert all(np.all(np.isfinite(W)) for W, _ in saved.get_weights())
+    np.testing.assert_array_equal(net.get_weights()[0][0], [[1e150]])
+
+
+def test_warn_with_early_stopping_never_returns_the_weights_of_an_overflowed_update():
+    """Mini-batches in order: the first has no residual (no update), the second (last of the epoch) overflows;
+    the epoch's mean loss is finite and better than none, so EarlyStopping would keep those weights."""
+    net = _overflowing()
+    X, Y = np.array([[1e-200], [1.0]]), np.array([[1e-50], [0.0]])  # W x = y on the first row
+    stopper = nn_xp.EarlyStopping(monitor="loss", patience=5)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        net.fit(X, Y, epochs=5, batch_size=1, shuffle=False, learning_rate=1e200, on_nonfinite="warn",
+                callbacks=stopper)
+    assert all(np.all(np.isfinite(W)) and np.all(np.isfinite(b)) for W, b in net.get_weights())
+
+
+@pytest.mark.parametrize("batch_size", [None, 25])
+def test_a_failed_fit_leaves_the_optimizer_the_network_had(batch_size):
+    net = _net()
+    net.fit(SINE_X, SINE_Y, epochs=2, optimizer="adam")
+    adam, weights = net.optimizer, net.get_weights()
+    bad = nn_xp.SGD(lambda step: None if step >= 2 else 0.1)  # fails at its third step
+    with pytest.raises(ValueError, match="schedule .* gave None for step 0"):
+        net.fit(SINE_X, SINE_Y, epochs=1, batch_size=batch_size, optimizer=nn_xp.SGD(lambda step: None))
+    assert net.optimizer is adam
+    with pytest.raises(ValueError, match="gave None for step 2"):
+        net.fit(SINE_X, SINE_Y, epochs=1, batch_size=25, optimizer=bad)  # inside the first epoch
+    assert net.optimizer is adam
+    _same_weights(net, weights)  # and the half-done epoch undone
+    net.fit(SINE_X, SINE_Y, epochs=1)  # a later fit works, with the network's Adam
+    assert adam.iterations == 3
+
+
+# ------------------------------------------------------------------ errors that name the argument
+@pytest.mark.parametrize("sizes", [5, None, [3, 2**64, 2], "12"])
+def test_bad_layer_sizes_are_named(sizes):
+    with pytest.raises(ValueError, match="layer_sizes must list"):
+        nn_xp.Network(sizes, backend="numpy")
+
+
+def test_bad_activations_and_callbacks_are_named():
+    with pytest.raises(TypeError, match="activations must be"):
+        nn_xp.Network([1, 2, 1], activations=5, backend="numpy")
+    with pytest.raises(TypeError, match="callbacks must be"):
+        _net().fit(SINE_X, SINE_Y, epochs=1, callbacks=5)
+
+
+@pytest.mark.parametrize("weights", [None, 5])
+def test_bad_set_weights_are_named(weights):
+    net = _net()
+    before = net.get_weights()
+    with pytest.raises(TypeError, match="set_weights expects a sequence"):
+        net.set_weights(weights)
+    _same_weights(net, before)
+
+
+def test_compute_gradient_names_bad_values():
+    net = _net()
+    X, Y = net.backend.asarray(SINE_X), net.backend.asarray(SINE_Y)
+    with pytest.raises(ValueError, match="values must hold 3 .Z, A. pairs .* got NoneType"):
+        net.compute_gradient(None, Y)
+    with pytest.raises(ValueError, match="values must hold 3"):
+        net.compute_gradient([1, 2, 3], Y)
+    other = nn_xp.Network([1, 4, 1], backend="numpy", dtype="float64")
+    with pytest.raises(ValueError, match=r"values\[1\] Z has shape \(100, 4\).*another network"):
+        net.compute_gradient(other.evaluate(X), Y)
+
+
+def test_save_takes_the_network_first_and_names_what_is_wrong(tmp_path):
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(TypeError, match=r"save\(net, path, ...\): the network comes first"):
+        save(path, _net())
+    with pytest.raises(TypeError, match="save: net must be an nn_xp.Network, got NoneType"):
+        save(None, path)
+    with pytest.raises(TypeError, match="save_checkpoint.*network comes first"):
+        save_checkpoint(path, _net(), None, 0, nn_xp.History())
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("state, match", [
+    ({}, "state must be a dict like state_dict"),
+    ({"iterations": 1, "state": {n: 5 for n in ("W0", "b0", "W1", "b1")}}, "must map slot names"),
+    ({"iterations": 1, "state": {"W0": {"m": 0, "v": 0}}}, "lacks b0, W1, b1"),
+    ({"iterations": "1", "state": {}}, "state must be a dict like"),
+])
+def test_load_state_dict_names_a_malformed_state(state, match):
+    with pytest.raises(ValueError, match=match):
+        nn_xp.Adam().load_state_dict(state, _net().params)
+
+
+@pytest.mark.parametrize("value", [None, "0.1", math.nan, -1.0])
+def test_a_schedule_giving_no_rate_fails_before_any_step(value):
+    net = _net()
+    before = net.get_weights()
+    with pytest.raises(ValueError, match="learning-rate schedule"):
+        net.fit(SINE_X, SINE_Y, epochs=1, optimizer=nn_xp.SGD(lambda step: value))
+    _same_weights(net, before)
+    assert net.optimizer is None
+
+
+@pytest.mark.parametrize("make", [lambda p: p / "missing" / "ck.safetensors", lambda p: p,
+                                  lambda p: str(p / "ck\0.safetensors"), lambda p: 5])
+def test_a_bad_checkpoint_path_fails_before_the_first_epoch_naming_it(tmp_path, make):
+    net = _net()
+    before = net.get_weights()
+    with pytest.raises((ModelFileError, ValueError)) as info:
+        net.fit(SINE_X, SINE_Y, epochs=2, checkpoint=make(tmp_path))
+    assert "checkpoint" in str(info.value) or str(tmp_path) in str(info.value)
+    assert ".tmp" not in str(info.value) and net.history is None
+    _same_weights(net, before)
+
+
+def test_save_into_a_missing_folder_is_a_model_file_error_naming_the_target(tmp_path):
+    target = tmp_path / "nowhere" / "m.safetensors"
+    with pytest.raises(ModelFileError, match=r"nowhere/m\.safetensors: cannot be written") as info:
+        save(_net(), target)
+    assert isinstance(info.value, FileNotFoundError)  # and still the OSError it is
+
+
+@pytest.mark.parametrize("rate", [0, -1, math.nan])
+def test_sklearn_names_learning_rate_init(rate):
+    pytest.importorskip("sklearn")
+    from nn_xp.sklearn import MLPRegressor
+
+    with pytest.raises(ValueError, match="learning_rate_init must be a positive number"):
+        MLPRegressor(learning_rate_init=rate, backend="numpy").fit(SINE_X, SINE_Y.ravel())
+
+
+# ------------------------------------------------------------------ helpers
+def _bytes(path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def _same_weights(net, weights) -> None:
+    for (W, b), (W0, b0) in zip(net.get_weights(), weights):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
