@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 import struct
 from typing import Any
@@ -61,11 +62,11 @@ def error(path: _Path, problem: str) -> ModelFileError:
     return ModelFileError(f"{os.fspath(path)}: {problem}")
 
 
-def _parse_int(digits: str) -> int:
-    """JSON integers from a file: a 128-bit generator state at most, never a megabyte of digits."""
-    if len(digits) > 64:
-        raise ValueError(f"an integer of {len(digits)} digits")
-    return int(digits)
+#: the fewest header bytes per JSON object or list a real nn_xp file has: its smallest tensor entry,
+#: ``"b0":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},``, is one object and two lists in 54 bytes
+_BYTES_PER_CONTAINER = 12
+#: the most digits an integer in a header may have (a 128-bit generator state has 39)
+_MAX_DIGITS = 64
 
 
 class DuplicateKey(ValueError):
@@ -81,7 +82,23 @@ def _object(pairs: list[tuple[str, Any]]) -> dict:
 
 
 def _json(text: str) -> Any:
-    return json.loads(text, parse_int=_parse_int, object_pairs_hook=_object)
+    """Parse a header's JSON with bounded cost: memory within a small multiple of its size, time linear.
+
+    Objects and lists are what make JSON expensive (about 100 bytes each in Python): a text denser in
+    them than any nn_xp header is refused before anything is built. Numbers parse at C speed, and an
+    integer of more than :data:`_MAX_DIGITS` digits is refused by a scan, not by building it.
+    """
+    containers = text.count("{") + text.count("[")
+    if containers > 8 + len(text) // _BYTES_PER_CONTAINER:
+        raise ValueError(f"{containers} objects and lists in {len(text)} bytes, denser than any nn_xp "
+                         "header (a JSON bomb?)")
+    long = _LONG_NUMBER.search(text)
+    if long:
+        raise ValueError(f"an integer of {long.end() - long.start()} digits (at most {_MAX_DIGITS})")
+    return json.loads(text, object_pairs_hook=_object)
+
+
+_LONG_NUMBER = re.compile(rf"\d{{{_MAX_DIGITS + 1},}}")
 
 
 def short(value: Any) -> str:
@@ -198,6 +215,10 @@ def _check_metadata(path: _Path, header: dict) -> dict:
         raise error(path, f"was written by nn_xp {written_by} in format version {version}; "
                            f"this nn_xp reads up to version {FORMAT_VERSION}: upgrade nn_xp to load it")
     sizes, acts, loss, dtype = (meta.get(k) for k in ("layer_sizes", "activations", "loss", "dtype"))
+    layers = sum(1 for name in header if name.startswith("W"))  # a count first, no pass over a bomb
+    if isinstance(sizes, list) and len(sizes) > 2 * layers + 16:
+        raise error(path, f"has layer_sizes of {len(sizes)} entries, far more than its {layers} weight "
+                          "tensors describe")
     if not (isinstance(sizes, list) and len(sizes) >= 2 and all(is_int(n) and n >= 1 for n in sizes)):
         raise error(path, f"has invalid layer_sizes {short(sizes)}")
     if not (isinstance(acts, list) and len(acts) == len(sizes) - 1

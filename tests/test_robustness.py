@@ -382,3 +382,92 @@ def _same_weights(net, weights) -> None:
     for (W, b), (W0, b0) in zip(net.get_weights(), weights):
         np.testing.assert_array_equal(W, W0)
         np.testing.assert_array_equal(b, b0)
+
+
+# ------------------------------------------------------------------ hostile headers, and a fuzzer
+def _with_header(path, change) -> int:
+    """Rewrite the model file at ``path`` with ``change(header dict, metadata dict) -> header text``."""
+    raw = _bytes(path)
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    text = change(header, json.loads(header["__metadata__"]["nn_xp"])).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    return len(text)
+
+
+@pytest.mark.parametrize("bomb", ["objects", "lists", "nested"])
+def test_a_json_bomb_header_is_refused_before_it_is_built(tmp_path, bomb):
+    import tracemalloc
+
+    path = tmp_path / "m.safetensors"
+    save(_net(), path)
+    junk = {"objects": ",".join(["{}"] * 400_000), "lists": ",".join(["[]"] * 400_000),
+            "nested": "[" * 200_000 + "]" * 200_000}[bomb]
+    size = _with_header(path, lambda h, m: json.dumps(h)[:-1] + f',"bomb":[{junk}]}}')
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFileError, match="denser than any nn_xp header|not valid JSON"):
+            load(path, backend="numpy")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * size  # the file's bytes and their text, not a million Python objects
+
+
+def test_layer_sizes_are_counted_against_the_tensors_before_each_is_checked(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save(_net(), path)
+
+    def longer(header, meta):
+        meta["layer_sizes"] = [1] * 200_000
+        header["__metadata__"]["nn_xp"] = json.dumps(meta)
+        return json.dumps(header)
+
+    _with_header(path, longer)
+    with pytest.raises(ModelFileError, match="layer_sizes of 200000 entries, far more than its 2 weight"):
+        load(path, backend="numpy")
+
+
+def test_an_integer_of_a_megabyte_of_digits_is_refused_by_a_scan(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save(_net(), path)
+    _with_header(path, lambda h, m: json.dumps(h)[:-1] + ',"n":' + "9" * 1_000_000 + "}")
+    with pytest.raises(ModelFileError, match="an integer of 1000000 digits .at most 64."):
+        load(path, backend="numpy")
+
+
+def test_seeded_mutation_fuzzing_of_load_and_load_checkpoint(tmp_path):
+    """3,000 seeded mutations of a valid checkpoint (flips, cuts, splices, header edits): each either loads
+    or raises ModelFileError naming the file, never anything else."""
+    path = tmp_path / "ck.safetensors"
+    _net().fit(SINE_X, SINE_Y, epochs=2, batch_size=25, optimizer="adam", checkpoint=path)
+    good = _bytes(path)
+    (n,) = struct.unpack("<Q", good[:8])
+    rng = np.random.default_rng(14)
+    outcomes = {"loaded": 0, "refused": 0}
+    for _ in range(3000):
+        raw = bytearray(good)
+        kind = rng.integers(5)
+        if kind == 0:  # flip bytes, mostly in the header
+            for at in rng.integers(0, min(len(raw), 8 + n + 64), size=rng.integers(1, 6)):
+                raw[at] ^= 1 << int(rng.integers(8))
+        elif kind == 1:  # cut
+            raw = raw[:rng.integers(0, len(raw))]
+        elif kind == 2:  # splice a chunk of the file elsewhere in it
+            a, b, at = sorted(rng.integers(0, len(raw), size=3))
+            raw = raw[:at] + raw[a:b] + raw[at:]
+        elif kind == 3:  # overwrite a header byte with JSON punctuation
+            raw[8 + int(rng.integers(n))] = ord(rng.choice(list('{}[],:"0-e.')))
+        else:  # a lying header length
+            raw[:8] = struct.pack("<Q", int(rng.integers(0, 2 * len(raw))))
+        path.write_bytes(bytes(raw))
+        attempts = (lambda: load(path, backend="numpy"), lambda: load_checkpoint(path, _net(), None))
+        for attempt in attempts:
+            try:
+                attempt()
+            except ModelFileError as exc:
+                assert str(path) in str(exc)
+                outcomes["refused"] += 1
+            else:
+                outcomes["loaded"] += 1
+    assert outcomes["refused"] > 4000  # the fuzzer reaches the checks (most mutations break the file)
