@@ -854,9 +854,12 @@ def targets(res: dict) -> list[tuple[str, str]]:
     rows = []
     full, peers = res["full"], res["peers"]
 
-    def ratio(c, other):
+    def ratio(c, other):  # as the ratio table: the median of the ratios paired round by round
         pk = c["timing"]["peers"]
-        return pk["nn_xp"]["median"] / pk[other]["median"] if other in pk else None
+        if other not in pk:
+            return None
+        paired = paired_ratios(pk["nn_xp"], pk[other])
+        return statistics.median(paired) if paired else pk["nn_xp"]["median"] / pk[other]["median"]
 
     def cases_text(items):
         return "; ".join(f"{size_name(c['sizes'], c['m'])} {c['dtype']}: {r:.2f}" for c, r in items)

@@ -24,9 +24,12 @@ from ._payload import (
     weights,
     write,
 )
+
+# their home is nn_xp.checkpoint; here too for code written against nn_xp 0.1
+from .checkpoint import load_checkpoint, save_checkpoint
 from .network import Network
 
-__all__ = ["ModelFileError", "load", "save"]
+__all__ = ["ModelFileError", "load", "load_checkpoint", "save", "save_checkpoint"]
 
 _Path = Any  # str or os.PathLike
 

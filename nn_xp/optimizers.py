@@ -44,6 +44,12 @@ class Optimizer:
     #: whether ``update`` acts element by element, so one call may cover every parameter at once
     elementwise = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_update" in vars(cls):  # the rule of nn_xp 0.1; ignoring it silently would train with another
+            raise TypeError(f"{cls.__name__} defines _update(name, p, g, lr, xp), which nn_xp no longer "
+                            "calls: write the rule as update(self, p, g, state, lr, xp) (Optimizer.update)")
+
     def __init__(self, learning_rate: float | Schedule) -> None:
         self.set_learning_rate(learning_rate)
         self.iterations = 0

@@ -276,3 +276,10 @@ def test_the_divergence_warning_points_at_the_callers_line_and_callbacks_let_go_
                 callbacks=stopper)
     assert record[0].filename == __file__
     assert stopper.run is None  # it would otherwise hold the training data and the engine's buffers
+
+
+def test_a_subclass_with_the_old_private_rule_is_told_so_at_once():
+    with pytest.raises(TypeError, match=r"defines _update.*update\(self, p, g, state, lr, xp\)"):
+        class Old(nn_xp.SGD):
+            def _update(self, name, p, g, lr, xp):
+                return p
