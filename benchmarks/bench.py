@@ -335,6 +335,7 @@ def agreement(peer_names: list[str], backend: str, device) -> list[dict]:
     checks = [((1, 20, 1), 100, None, 5), ((4, 16, 16, 3), 64, None, 5), ((4, 16, 16, 3), 64, 16, 3)]
     for sizes, m, bs, epochs in checks:
         prob = make_problem(sizes, m, "float64", bs, backend, device)
+        start = [(W.copy(), b.copy()) for W, b in prob.weights]
         ref = PEERS["plain"](prob)
         ref.run(epochs)
         wref = ref.weights()
@@ -352,9 +353,16 @@ def agreement(peer_names: list[str], backend: str, device) -> list[dict]:
             peer.run(epochs)
             err = max(float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
                       for pa, pb in zip(peer.weights(), wref) for a, b in zip(pa, pb))
+            kept = _untouched(prob.weights, start)  # every later reset starts from these
             rows.append({"case": case, "peer": name, "epochs": epochs, "error": err,
-                         "note": "ok" if err <= TOLERANCE else "MISMATCH"})
+                         "note": ("ok" if err <= TOLERANCE else "MISMATCH") if kept
+                         else "MUTATED the shared starting weights"})
     return rows
+
+
+def _untouched(weights: list, start: list) -> bool:
+    """Whether a peer left the problem's shared starting weights exactly as they were drawn."""
+    return all(np.array_equal(W, W0) and np.array_equal(b, b0) for (W, b), (W0, b0) in zip(weights, start))
 
 
 # ------------------------------------------------------------------ memory (subprocess)
@@ -1000,6 +1008,8 @@ def main(argv=None) -> None:
     for r in res["agreement"]:
         if r["note"] == "MISMATCH":
             log(f"WARNING: {r['peer']} disagrees on {r['case']}: {r['error']:.1e}")
+        elif r["note"].startswith("MUTATED"):
+            log(f"WARNING: {r['peer']} trained the shared starting weights in place on {r['case']}")
     peak_kind = "numpy" if not accel else args.backend
     log("matmul peak")
     peaks = {dt: matmul_peak(peak_kind, dt, args.device) for dt in args.dtypes}

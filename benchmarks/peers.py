@@ -505,7 +505,9 @@ class Sklearn(Peer):
 
     def reset(self):
         dt = np.dtype(self.prob.dtype)
-        self.reg.coefs_ = [np.ascontiguousarray(W.T, dtype=dt) for W, _ in self.prob.weights]  # (n_in, n_out)
+        # copies, always: for a one-input or one-output layer W.T is already contiguous, and
+        # ascontiguousarray would hand scikit-learn a view of the shared starting weights to train in place
+        self.reg.coefs_ = [np.array(W.T, dtype=dt, order="C", copy=True) for W, _ in self.prob.weights]
         self.reg.intercepts_ = [np.array(b, dtype=dt) for _, b in self.prob.weights]
 
     def _fit(self):

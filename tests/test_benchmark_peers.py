@@ -1,0 +1,23 @@
+"""The benchmark's peers train their own copies: the shared starting weights stay as drawn (issue 20.5)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+bench = pytest.importorskip("bench")
+
+
+@pytest.mark.parametrize("name", ["nn_xp", "tuned", "plain", "torch", "sklearn"])
+@pytest.mark.parametrize("sizes, batch", [((1, 20, 1), None), ((4, 8, 3), None), ((4, 8, 3), 16)])
+def test_a_peer_leaves_the_shared_starting_weights_untouched(name, sizes, batch):
+    pytest.importorskip({"torch": "torch", "sklearn": "sklearn"}.get(name, "numpy"))
+    prob = bench.make_problem(sizes, 64, "float64", batch, "numpy", None)
+    start = [(W.copy(), b.copy()) for W, b in prob.weights]
+    peer = bench.PEERS[name](prob)
+    peer.run(3)
+    peer.reset()
+    peer.run(2)
+    assert bench._untouched(prob.weights, start), f"{name} trained the shared starting weights in place"
