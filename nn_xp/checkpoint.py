@@ -23,7 +23,7 @@ from ._payload import (
     write,
 )
 from .history import History
-from .optimizers import Optimizer
+from .optimizers import OPTIMIZERS, Optimizer
 
 __all__ = ["check_checkpoint_path", "load_checkpoint", "save_checkpoint"]
 
@@ -118,9 +118,13 @@ def _checkpoint_optimizer(path: _Path, meta: dict, tensors: dict, net: Any, opti
     rebuilt = optimizer is None and meta.get("optimizer") is not None
     if rebuilt:
         optimizer = saved_optimizer(path, meta)  # assigned to net only once every check has passed
-        if optimizer is None:  # a learning-rate schedule: JSON could not hold it
-            name = meta["optimizer"]["name"]
+        name = meta["optimizer"]["name"]
+        if optimizer is None:  # not rebuildable: only the network's own one of that class continues
             if net.optimizer is None or type(net.optimizer).__name__.lower() != name:
+                if name not in OPTIMIZERS:
+                    raise error(path, f"holds the state of a {short(name)} optimizer, which is not one of "
+                                      f"nn_xp's ({', '.join(OPTIMIZERS)}); pass fit(optimizer=...) an "
+                                      "instance of that class")
                 raise error(path, f"holds the state of a {short(name)} optimizer whose learning-rate "
                                   "schedule a file cannot hold; pass fit(optimizer=...) configured as when "
                                   "it was saved")

@@ -43,7 +43,7 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
         check_same_samples(X, Y)
         X, Y, validation = _split(net, X, Y, validation_data, validation_split)
         opt, start, history = _optimizer_and_history(net, optimizer, learning_rate, resume_from)
-        previous = net.optimizer
+        previous, kept = net.optimizer, len(history)
         net.optimizer, net.history = opt, history
         trainer = net.engine.trainer(net, opt, X, Y, validation, batch_size=batch_size, shuffle=shuffle)
         progress = Progress(epochs, verbose, start)
@@ -51,10 +51,9 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
                   checkpoint_every, on_nonfinite)
         try:
             return run.train()
-        except BaseException:
-            if run.done == start:  # no epoch completed: the network keeps the optimizer it had
+        finally:
+            if len(history) == kept:  # no epoch of this fit remains: the network keeps the optimizer it had
                 net.optimizer = previous
-            raise
 
 
 def _check_options(epochs: Any, batch_size: Any, checkpoint_every: Any, validation_split: Any,
@@ -244,6 +243,10 @@ class Run:
             if dirty:  # leave the network and its history at the last completed epoch, never half-updated
                 self.undo.restore(epoch)
                 self.history.truncate(epoch)
+            elif self.done > self.start and not bool(self.net.parameters.all_finite()):
+                back = self.undo.before(self.done)  # a callback stopped us after an update that overflowed
+                self.undo.restore(back)
+                self.history.truncate(back)
             raise
         if self.done > self.start and not bool(self.net.parameters.all_finite()):
             return self._overflowed()

@@ -471,3 +471,54 @@ def test_seeded_mutation_fuzzing_of_load_and_load_checkpoint(tmp_path):
             else:
                 outcomes["loaded"] += 1
     assert outcomes["refused"] > 4000  # the fuzzer reaches the checks (most mutations break the file)
+
+
+# ------------------------------------------------------------------ found by a red-team review
+def test_an_exception_in_a_callback_after_an_overflowed_update_leaves_finite_weights():
+    X = np.linspace(-1, 1, 40).reshape(-1, 1)
+    net = nn_xp.Network([1, 8, 1], ["tanh", "identity"], backend="numpy", dtype="float32", seed=0)
+
+    def stop(epoch, logs):
+        if epoch == 3:
+            raise KeyboardInterrupt  # after epoch 3, whose update (rate 1e300) overflowed
+
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, X ** 2, epochs=10, optimizer=nn_xp.SGD(lambda s: 1e300 if s == 3 else 0.1),
+                callbacks=stop)
+    assert all(np.all(np.isfinite(W)) and np.all(np.isfinite(b)) for W, b in net.get_weights())
+    assert net.history.epoch == [0, 1, 2]  # epoch 3 rolled back with its weights
+    assert math.isfinite(net.loss(X, X ** 2))
+
+
+@pytest.mark.parametrize("on_nonfinite", ["raise", "warn"])
+def test_a_fit_rolled_back_to_its_start_keeps_the_networks_optimizer(on_nonfinite):
+    net = _net()
+    adam = nn_xp.Adam(0.01)
+    net.fit(SINE_X, SINE_Y, epochs=3, optimizer=adam)
+    with pytest.warns(RuntimeWarning) if on_nonfinite == "warn" else pytest.raises(FloatingPointError):
+        net.fit(SINE_X * 100, SINE_Y, epochs=5, optimizer=nn_xp.SGD(lambda s: 1e300),
+                on_nonfinite=on_nonfinite)
+    assert net.optimizer is adam and len(net.history) == 0
+
+
+def test_restoring_another_networks_snapshot_is_an_error():
+    small = nn_xp.Network([3, 1, 1], backend="numpy", seed=3)
+    for engine in ("buffered", "portable"):
+        wide = nn_xp.Network([3, 5, 1], backend="numpy", seed=4, engine=engine)
+        before = wide.get_weights()
+        with pytest.raises(ValueError, match="a snapshot of another network"):
+            wide.restore(small.snapshot())
+        _same_weights(wide, before)
+
+
+def test_resuming_a_custom_optimizers_checkpoint_says_what_is_missing(tmp_path):
+    class MyAdam(nn_xp.Adam):
+        pass
+
+    path = tmp_path / "ck.safetensors"
+    net = _net()
+    net.fit(SINE_X, SINE_Y, epochs=2, optimizer=MyAdam(0.01), checkpoint=path)
+    with pytest.raises(ModelFileError, match="'myadam' optimizer, which is not one of nn_xp's"):
+        _net().fit(SINE_X, SINE_Y, epochs=4, resume_from=path)
+    net.fit(SINE_X, SINE_Y, epochs=4, resume_from=path)  # the network's own MyAdam continues
+    assert isinstance(net.optimizer, MyAdam) and len(net.history) == 4

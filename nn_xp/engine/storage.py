@@ -67,11 +67,18 @@ class Parameters(list):
 
     def restore(self, snapshot: Snapshot) -> None:
         """Set the parameters to a snapshot's values, in place where the arrays take writes."""
+        self._check(snapshot)
         for i, s in enumerate(snapshot.arrays):
             if is_writeable_array(self[i]):
                 self[i][...] = s
             else:
                 self[i] = self.xp.asarray(s, copy=True)
+
+    def _check(self, snapshot: Snapshot) -> None:
+        shapes, theirs = [tuple(p.shape) for p in self], [tuple(a.shape) for a in snapshot.arrays]
+        if shapes != theirs:
+            raise ValueError(f"the snapshot holds parameters of shapes {theirs}, this network's are "
+                             f"{shapes}: a snapshot of another network?")
 
     def all_finite(self) -> Array:
         """A device boolean: no parameter holds NaN or infinity."""
@@ -103,6 +110,7 @@ class FlatParameters(Parameters):
         return Snapshot(list(self.like(flat)), self.xp, flat, self)
 
     def restore(self, snapshot: Snapshot) -> None:
+        self._check(snapshot)
         if snapshot.flat is not None and snapshot.flat.shape == self.flat.shape:
             self.flat[...] = snapshot.flat
         else:
