@@ -922,7 +922,8 @@ def targets(res: dict) -> list[tuple[str, str]]:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a ~1 minute sanity run; prints the report only")
-    ap.add_argument("--out", help="markdown report (default docs/benchmarks.md; with --quick: none)")
+    ap.add_argument("--out", help="markdown report (default docs/benchmarks.md, on a GPU "
+                                  "docs/benchmarks-gpu.md; with --quick: none)")
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--gpu", action="store_true",
                     help="nn_xp on CuPy vs PyTorch CUDA: --backend cupy --device cuda")
@@ -962,7 +963,8 @@ def parse_args(argv=None):
     # OpenBLAS's idle workers spin for ~0.1 s after a call, and slow whatever runs next on 2 cores
     args.settle = args.settle if args.settle is not None else (0.02 if accel else 0.05 if args.quick else 0.2)
     if args.out is None and not args.quick and not args.profile and not args.memory_child:
-        args.out = str(ROOT / "docs" / "benchmarks.md")
+        # a GPU run has its own report: it must never overwrite the CPU one
+        args.out = str(ROOT / "docs" / ("benchmarks-gpu.md" if accel else "benchmarks.md"))
     return args
 
 

@@ -366,9 +366,9 @@ else
     timeout -k 5 "$cap" "$PY" benchmarks/bench.py "${BENCH_ARGS[@]}" >"$log" 2>&1
     rc=$?
     details="$(grep -v '^[[:space:]]*$' "$log" | tail -n1 | cut -c1-70)"
-    if [[ -f docs/benchmarks.md && docs/benchmarks.md -nt "$SCRATCH/stamp" ]]; then
-      cp docs/benchmarks.md "$LOGS/benchmarks.md"
-      details="wrote docs/benchmarks.md (copied to logs); $details"
+    if [[ -f docs/benchmarks-gpu.md && docs/benchmarks-gpu.md -nt "$SCRATCH/stamp" ]]; then
+      cp docs/benchmarks-gpu.md "$LOGS/benchmarks-gpu.md"
+      details="wrote docs/benchmarks-gpu.md (copied to logs); $details"
     fi
     ((rc != 0)) && show_tail "$log"
     record bench "$(status_of $rc)" $((SECONDS - t0)) "$details"

@@ -60,6 +60,10 @@ class Backend:
     xp: Any
     device: Any
 
+    def __hash__(self) -> int:
+        # by the device's text: a CuPy Device is unhashable, and the generated hash would raise
+        return hash((self.name, id(self.xp), str(self.device)))
+
     def asarray(self, host: Any, dtype: Any = None) -> Array:
         """Copy host data (NumPy, lists, scalars) onto this backend's device."""
         return self.xp.asarray(host, dtype=dtype, device=self.device)

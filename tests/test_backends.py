@@ -198,3 +198,22 @@ def test_public_methods_run_inside_the_backend_context(monkeypatch):
         before = len(entered)
         call()
         assert len(entered) > before
+
+
+def test_a_backend_with_an_unhashable_device_hashes():
+    """Issue 17, item 7: CuPy's Device is unhashable; a Backend (a frozen dataclass) must still hash."""
+
+    class Device:  # like cupy.cuda.Device: compared by value, no __hash__
+        __hash__ = None
+
+        def __init__(self, i):
+            self.i = i
+
+        def __eq__(self, other):
+            return isinstance(other, Device) and other.i == self.i
+
+        def __repr__(self):
+            return f"<CUDA Device {self.i}>"
+
+    a, b = nn_xp.Backend("cupy", np, Device(0)), nn_xp.Backend("cupy", np, Device(0))
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1

@@ -21,3 +21,10 @@ def test_a_peer_leaves_the_shared_starting_weights_untouched(name, sizes, batch)
     peer.reset()
     peer.run(2)
     assert bench._untouched(prob.weights, start), f"{name} trained the shared starting weights in place"
+
+
+def test_a_gpu_run_never_overwrites_the_cpu_report():
+    """Issue 17, item 8: ``--gpu`` (and any accelerator backend) writes its own report by default."""
+    assert bench.parse_args(["--gpu"]).out.endswith("docs/benchmarks-gpu.md")
+    assert bench.parse_args(["--backend", "torch", "--device", "cuda"]).out.endswith("docs/benchmarks-gpu.md")
+    assert bench.parse_args([]).out.endswith("docs/benchmarks.md")
