@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import short
 from .activations import ACTIVATIONS
 from .losses import LOSSES
 
@@ -99,12 +100,6 @@ def _json(text: str) -> Any:
 
 
 _LONG_NUMBER = re.compile(rf"\d{{{_MAX_DIGITS + 1},}}")
-
-
-def short(value: Any) -> str:
-    """A repr of something read from a file, cut short: a hostile header can be 100 MB."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def safetensors_module() -> Any:

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ._modelfile import FORMAT, FORMAT_VERSION, error, safetensors_module, short, write_error
+from ._modelfile import FORMAT, FORMAT_VERSION, error, safetensors_module, write_error
+from ._validation import short
 from ._version import __version__
 from .activations import ACTIVATIONS
 from .losses import LOSSES

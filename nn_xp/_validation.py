@@ -17,7 +17,13 @@ from . import backends
 from ._host import to_host_array
 from ._typing import Array
 
-__all__ = ["as_model_array", "check_model_array", "check_positive", "check_same_samples"]
+__all__ = ["as_model_array", "check_model_array", "check_positive", "check_same_samples", "short"]
+
+
+def short(value: Any) -> str:
+    """A repr cut short, for messages about values that may be huge (a hostile header, a state dict)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _describe(x: Any) -> str:

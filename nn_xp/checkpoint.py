@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._host import rng_state, set_rng_state
-from ._modelfile import error, is_int, is_number, read, short
+from ._modelfile import error, is_int, is_number, read
 from ._payload import (
     add_optimizer,
     check_net_and_path,
@@ -22,6 +22,7 @@ from ._payload import (
     weights,
     write,
 )
+from ._validation import short
 from .history import History
 from .optimizers import OPTIMIZERS, Optimizer
 

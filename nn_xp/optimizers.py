@@ -17,7 +17,7 @@ from array_api_compat import array_namespace, is_writeable_array
 from array_api_compat import device as array_device
 
 from ._typing import Array
-from ._validation import check_positive
+from ._validation import check_positive, short
 from .backends import to_numpy
 
 __all__ = ["SGD", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "Optimizer", "OptimizerSnapshot",
@@ -209,7 +209,7 @@ class Optimizer:
         if not isinstance(state, dict) or not isinstance(state.get("state"), dict) \
                 or type(state.get("iterations")) is not int or state["iterations"] < 0:
             raise ValueError("state must be a dict like state_dict() gives: {'iterations': int >= 0, "
-                             f"'state': {{name: {{slot: array}}}}}}, got {_describe(state)}")
+                             f"'state': {{name: {{slot: array}}}}}}, got {short(state)}")
         missing = [n for n in params if n not in state["state"]]
         if self.slots and missing and (state["state"] or state["iterations"] > 0):
             raise ValueError(f"optimizer state lacks {', '.join(missing)} (after {state['iterations']} steps "
@@ -220,7 +220,7 @@ class Optimizer:
                 raise ValueError(f"optimizer state names parameter {name!r}, which the network does not have")
             if not isinstance(slots, dict):
                 raise ValueError(f"optimizer state for {name} must map slot names to arrays, "
-                                 f"got {_describe(slots)}")
+                                 f"got {short(slots)}")
             if set(slots) != set(self.slots):
                 raise ValueError(f"optimizer state for {name} holds {sorted(slots)}, "
                                  f"{type(self).__name__} keeps {sorted(self.slots)}")
@@ -257,11 +257,6 @@ def _leaves(state: dict[str, dict[str, Array]]) -> list[Array]:
 
 def _same_shapes(a: list[Array], b: list[Array]) -> bool:
     return len(a) == len(b) and all(x.shape == y.shape for x, y in zip(a, b))
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _copy(a: Array) -> Array:

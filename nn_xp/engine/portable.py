@@ -121,8 +121,8 @@ class Trainer:
         values = net.evaluate(X)
         correct = net.loss_fn.correct(values[-1][1], Y, self.xp) if self.classification else None
         loss, grads = net.value_and_gradient(values, Y)
-        grads = Parameters(grads, self.xp)
         if self.gradient_hook is not None:
+            grads = Parameters(grads, self.xp)
             self.gradient_hook(grads)
         self.optimizer.step(net.parameters, grads, self.names, xp=self.xp)
         return loss, correct

@@ -121,11 +121,6 @@ class FlatParameters(Parameters):
         return self.xp.all(self.xp.isfinite(self.flat))
 
 
-def flat_size(shapes: Sequence[tuple[int, int]]) -> int:
-    """Elements of a flat buffer holding layers of ``(n_out, n_in)`` weights and ``(n_out,)`` biases."""
-    return sum(n_out * (n_in + 1) for n_out, n_in in shapes)
-
-
 def _views(flat: Array, shapes: Sequence[tuple[int, int]], block: bool, xp: Namespace) -> tuple[list, Any]:
     """Views of the 1-D ``flat``, layer after layer (NumPy and CuPy reshape a contiguous slice as a view)."""
     views, start, first = [], 0, None
