@@ -10,13 +10,15 @@ it writes into ``out``. This is the one module that asks which library it has.
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any
 
-from array_api_compat import is_cupy_namespace, is_numpy_namespace
+from array_api_compat import is_cupy_namespace, is_numpy_namespace, is_torch_namespace
 
 from ._typing import Array, Namespace
 
-__all__ = ["matmul_function", "maximum", "multiply", "rsub", "sigmoid", "supports_out", "tanh"]
+__all__ = ["all_finite", "linear", "matmul_function", "maximum", "multiply", "rsub", "sigmoid",
+           "supports_out", "tanh"]
 
 _NATIVE: dict[str, Any] = {}
 
@@ -27,11 +29,36 @@ def supports_out(xp: Namespace) -> bool:
 
 
 def _native(xp: Namespace) -> Any:
-    """numpy or cupy itself, behind the array-api-compat wrapper (whose functions take no ``out=``)."""
+    """numpy, cupy or torch itself, behind the array-api-compat wrapper (whose functions take no ``out=``)."""
     module = _NATIVE.get(xp.__name__)
     if module is None:
-        module = _NATIVE[xp.__name__] = importlib.import_module("cupy" if is_cupy_namespace(xp) else "numpy")
+        name = "cupy" if is_cupy_namespace(xp) else "torch" if is_torch_namespace(xp) else "numpy"
+        module = _NATIVE[xp.__name__] = importlib.import_module(name)
     return module
+
+
+def linear(a: Array, W: Array, b: Array, xp: Namespace) -> Array:
+    """``a @ W.T + b``: on torch one fused ``addmm`` (no separate pass for the bias), elsewhere the two
+    array-API operations."""
+    if is_torch_namespace(xp):
+        return _native(xp).addmm(b, a, W.T)
+    return a @ W.T + b
+
+
+def all_finite(x: Array, xp: Namespace) -> bool:
+    """Whether no value of ``x`` is NaN or infinite, read back to the host.
+
+    On NumPy and CuPy a contiguous float array is first summed as ``x . x`` (one
+    BLAS pass, no temporary): that sum is finite only if every value is. It can
+    overflow on huge finite values, which the exact check after it then clears."""
+    if not supports_out(xp):
+        return bool(xp.all(xp.isfinite(x)))
+    np = _native(xp)
+    if x.dtype.kind not in "fc":
+        return True  # integers and booleans are always finite
+    if x.flags.c_contiguous and math.isfinite(float(np.vdot(x, x))):
+        return True
+    return bool(np.isfinite(x).all())
 
 
 def matmul_function(xp: Namespace) -> Any:
@@ -64,7 +91,8 @@ def sigmoid(z: Array, xp: Namespace, out: Array | None = None) -> Array:
     """``1 / (1 + exp(-z))``, into ``out`` where the library can.
 
     The portable form goes through ``tanh`` (no ``exp`` overflow, so no warning,
-    for any ``z``). Into a float64 NumPy buffer it goes through ``exp``, twice as
+    for any ``z``); torch has its own one-pass ``sigmoid``, which never warns. ``out`` may
+    be ``z`` itself (in place). Into a float64 NumPy buffer it goes through ``exp``, twice as
     fast as NumPy's float64 ``tanh`` (measured, AVX-512): ``exp(-z)`` overflows
     to inf below z = -709, where ``1 / (1 + inf) = 0`` is the right value, so
     the overflow is silenced, not hidden.
@@ -76,11 +104,14 @@ def sigmoid(z: Array, xp: Namespace, out: Array | None = None) -> Array:
             np.exp(out, out=out)
         out += 1.0
         return np.reciprocal(out, out=out)
+    if out is None and is_torch_namespace(xp):
+        return _native(xp).sigmoid(z)
     if out is None:
         a = xp.tanh(z * 0.5)
     else:
-        a = _native(xp).multiply(z, 0.5, out=out)
-        _native(xp).tanh(a, out=a)
+        np = _native(xp)
+        a = np.multiply(z, 0.5, out=out)
+        np.tanh(a, out=a)
     a *= 0.5
     a += 0.5
     return a

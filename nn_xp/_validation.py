@@ -13,6 +13,7 @@ from typing import Any
 from array_api_compat import array_namespace, is_array_api_obj
 from array_api_compat import device as array_device
 
+from . import _kernels as K
 from . import backends
 from ._host import to_host_array
 from ._typing import Array
@@ -63,6 +64,9 @@ def as_model_array(x: Any, name: str, backend: backends.Backend, dtype: str | No
     can be handed back in the same kind.
     """
     xp = backend.xp
+    if dtype is not None and type(x) is backend.array_type and x.dtype == backend.dtype(dtype) \
+            and getattr(x, "device", None) == backend.device:
+        return _checked(x, name, n_cols, allow_1d, check_finite, xp), False  # the model's already: no copy
     if is_array_api_obj(x) and array_namespace(x) is xp:
         host = False
         if array_device(x) != backend.device:
@@ -76,12 +80,16 @@ def as_model_array(x: Any, name: str, backend: backends.Backend, dtype: str | No
             arr = arr.astype(dtype, copy=False)  # cast before the transfer: fewer bytes, no device temporary
         x = backend.asarray(arr)
     _check_kind(x, name, xp)
-    x = _check_shape(x, name, n_cols, allow_1d, xp)
     if dtype is not None and x.dtype != backend.dtype(dtype):
         x = xp.astype(x, backend.dtype(dtype))
-    if check_finite and not bool(xp.all(xp.isfinite(x))):
+    return _checked(x, name, n_cols, allow_1d, check_finite, xp), host
+
+
+def _checked(x: Array, name: str, n_cols: int | None, allow_1d: bool, check_finite: bool, xp: Any) -> Array:
+    x = _check_shape(x, name, n_cols, allow_1d, xp)
+    if check_finite and not K.all_finite(x, xp):
         raise ValueError(f"{name} contains NaN or infinity; clean or impute the data first")
-    return x, host
+    return x
 
 
 def check_model_array(x: Any, name: str, backend: backends.Backend, dtype: Any,

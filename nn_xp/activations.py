@@ -25,8 +25,10 @@ class Activation:
     ----------
     name : str
     forward : callable ``(z, xp, out=None) -> a``
-        Never writes ``z``. Returns ``z`` itself for the identity, else a new
-        array, or ``out`` when a buffer is given (NumPy and CuPy; see _kernels).
+        Never writes ``z`` unless ``out`` is ``z`` (in place, as inference does).
+        Returns ``z`` itself for the identity, else a new array, or ``out`` when a
+        buffer is given (NumPy and CuPy; see _kernels; softmax, an output only,
+        always returns a new array).
     derivative : callable ``(z, a, xp) -> g'(z)``, or None
         The elementwise derivative, same dtype as ``z``. None only for
         softmax, which is used fused with cross-entropy (its Jacobian is not elementwise).
@@ -108,6 +110,8 @@ def _relu_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bool =
 
 
 def _leaky_relu(z: Array, xp: Namespace, out: Array | None = None) -> Array:
+    if out is z:  # in place: slope * z is needed beside z, so one temporary
+        return K.maximum(z, z * LEAKY_SLOPE, xp, out)
     a = K.multiply(z, LEAKY_SLOPE, xp, out)  # max(z, slope * z) for a slope below 1
     return K.maximum(a, z, xp, None if out is None else a)
 

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
+from . import _kernels as K
 from . import backends
 from ._host import host_weight, initial_weights, make_rng, to_host_array
 from ._typing import Array
-from ._validation import as_model_array, check_model_array, check_same_samples
+from ._validation import as_model_array, check_model_array, check_positive, check_same_samples
 from .activations import Activation, get_activation
 from .engine import Parameters, Snapshot, select_engine
 from .losses import Loss, get_loss
@@ -233,10 +234,21 @@ class Network:
     def _forward(self, A: Array) -> list[tuple[Array | None, Array]]:
         values = [(None, A)]
         for layer, W, b in zip(self.layers, self.parameters[0::2], self.parameters[1::2]):
-            Z = A @ W.T + b  # (m, n_out)
+            Z = K.linear(A, W, b, self.xp)  # A @ W.T + b: (m, n_out)
             A = layer.activation.forward(Z, self.xp)  # (m, n_out)
             values.append((Z, A))
         return values
+
+    @on_device
+    def output(self, X: Array) -> tuple[Array, Array]:
+        """The output layer's ``(Z, A)`` for ``X`` (a model array, as for :meth:`evaluate`), keeping one
+        layer's values at a time: inference, where ``evaluate`` keeps every layer's for back-propagation."""
+        A = check_model_array(X, "X", self.backend, self.dtype, self.layers[0].n_in)
+        Z = A
+        for layer, W, b in zip(self.layers, self.parameters[0::2], self.parameters[1::2]):
+            Z = K.linear(A, W, b, self.xp)  # A @ W.T + b: (m, n_out)
+            A = layer.activation.forward(Z, self.xp)  # (m, n_out)
+        return Z, A
 
     @on_device
     def compute_gradient(self, values: list[tuple[Array | None, Array]],
@@ -289,16 +301,25 @@ class Network:
         return loss, grads
 
     @on_device
-    def measure(self, X: Array, Y: Array) -> list[Array]:
-        """The :attr:`metric_names` of the current weights on model arrays ``(X, Y)``, as device scalars."""
+    def measure(self, X: Array, Y: Array, batch_size: int | None = None) -> list[Array]:
+        """The :attr:`metric_names` of the current weights on model arrays ``(X, Y)``, as device scalars.
+
+        Computed in chunks of ``batch_size`` rows (None: the engine's choice), each
+        keeping one layer's values at a time; the loss is the mean over all rows."""
         X = check_model_array(X, "X", self.backend, self.dtype, self.layers[0].n_in)
         Y = check_model_array(Y, "Y", self.backend, self.dtype, self.layers[-1].n_out)
         check_same_samples(X, Y)
-        z, a = self._forward(X)[-1]
-        metrics = [self.loss_fn.value(z, a, Y, self.xp)]
-        if self.loss_fn.correct is not None:
-            metrics.append(self.loss_fn.correct(a, Y, self.xp) / a.shape[0])
-        return metrics
+        xp, m, loss_fn = self.xp, X.shape[0], self.loss_fn
+        loss = correct = None
+        for lo, hi, z, a in self.engine.outputs(self, X, batch_size):
+            y = Y if hi - lo == m else Y[lo:hi, ...]
+            part = loss_fn.value(z, a, y, xp)
+            part = part if hi - lo == m else part * ((hi - lo) / m)  # a mean over the chunk's rows
+            loss = part if loss is None else loss + part
+            if loss_fn.correct is not None:
+                right = loss_fn.correct(a, y, xp)
+                correct = right if correct is None else correct + right
+        return [loss] if correct is None else [loss, correct / m]
 
     # ------------------------------------------------------------ user-facing
     def as_input(self, X: Any, name: str = "X") -> tuple[Array, bool]:
@@ -330,21 +351,25 @@ class Network:
         return xp.astype(xp.astype(ids, xp.int64) == classes, self.dtype)  # (m, n_out)
 
     @on_device
-    def predict(self, X: Any) -> Any:
+    def predict(self, X: Any, batch_size: int | None = None) -> Any:
         """The output layer's activations for ``X`` (probabilities for sigmoid/softmax outputs).
 
         Host input (NumPy, lists) gives a NumPy result; an array of the model's
-        backend gives an array of that backend.
+        backend gives an array of that backend. Rows go through the network in
+        chunks of ``batch_size`` (None: the engine's choice, a few MiB of
+        activations), each keeping one layer's values at a time, so the memory
+        needed beyond ``X`` and the result does not grow with the number of rows.
         """
         X, host = self.as_input(X)
-        out = self._forward(X)[-1][1]
+        out = self.engine.predict(self, X, _batch_size(batch_size))
         return backends.to_numpy(out) if host else out
 
     @on_device
-    def predict_classes(self, X: Any) -> Any:
-        """Class labels: argmax of a softmax output, ``p > 0.5`` for a sigmoid one."""
+    def predict_classes(self, X: Any, batch_size: int | None = None) -> Any:
+        """Class labels: argmax of a softmax output, ``p > 0.5`` for a sigmoid one (``batch_size`` as for
+        :meth:`predict`)."""
         X, host = self.as_input(X)
-        a = self._forward(X)[-1][1]
+        a = self.engine.predict(self, X, _batch_size(batch_size))
         xp = self.xp
         if self.layers[-1].activation.name == "sigmoid":
             labels = xp.astype(a > 0.5, xp.int64)
@@ -354,22 +379,27 @@ class Network:
         return backends.to_numpy(labels) if host else labels
 
     @on_device
-    def loss(self, X: Any, Y: Any) -> float:
-        """The loss of the current weights on ``(X, Y)`` as a Python float."""
+    def loss(self, X: Any, Y: Any, batch_size: int | None = None) -> float:
+        """The loss of the current weights on ``(X, Y)`` as a Python float (``batch_size`` as for
+        :meth:`predict`)."""
         X, _ = self.as_input(X)
-        return float(self.measure(X, self.as_target(Y))[0])
+        return float(self.measure(X, self.as_target(Y), _batch_size(batch_size))[0])
 
     @on_device
-    def score(self, X: Any, Y: Any) -> float:
-        """Accuracy for classification losses; the coefficient of determination R² for mse."""
+    def score(self, X: Any, Y: Any, batch_size: int | None = None) -> float:
+        """Accuracy for classification losses; the coefficient of determination R² for mse (``batch_size``
+        as for :meth:`predict`)."""
         X, _ = self.as_input(X)
         Y = self.as_target(Y)
         check_same_samples(X, Y)
-        a = self._forward(X)[-1][1]
-        xp = self.xp
+        batch_size = _batch_size(batch_size)
         if self.loss_fn.correct is not None:
-            return float(self.loss_fn.correct(a, Y, xp)) / a.shape[0]
-        sums = xp.stack([xp.sum((Y - a) ** 2), xp.sum((Y - xp.mean(Y, axis=0)) ** 2)])
+            return float(self.measure(X, Y, batch_size)[1])
+        xp, resid = self.xp, None
+        for lo, hi, _, a in self.engine.outputs(self, X, batch_size):
+            part = xp.sum((Y[lo:hi, ...] - a) ** 2)
+            resid = part if resid is None else resid + part
+        sums = xp.stack([resid, xp.sum((Y - xp.mean(Y, axis=0)) ** 2)])
         resid, total = backends.to_numpy(sums)
         if total == 0:  # constant targets: scikit-learn's convention, never a division by zero
             return 1.0 if resid == 0 else 0.0
@@ -437,3 +467,11 @@ class Network:
             self.backend, self.dtype, self.engine, self.parameters = before  # all or nothing
             raise
         return self
+
+
+def _batch_size(batch_size: Any) -> int | None:
+    """``batch_size`` of the inference methods: None or a positive integer."""
+    if batch_size is not None:
+        check_positive(batch_size, "batch_size", integer=True)
+        batch_size = int(batch_size)
+    return batch_size

@@ -16,12 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _kernels as K
-from .buffered import BufferedEngine, BufferedTrainer, Workspace
-from .portable import GradientHook, PortableEngine, Trainer
+from .buffered import BufferedEngine, BufferedTrainer, InferenceBuffers, Workspace
+from .portable import INFERENCE_CHUNK_ELEMENTS, GradientHook, PortableEngine, Trainer, chunk_rows
 from .storage import FlatParameters, Parameters, Snapshot
 
-__all__ = ["ENGINES", "BufferedEngine", "BufferedTrainer", "FlatParameters", "GradientHook", "Parameters",
-           "PortableEngine", "Snapshot", "Trainer", "Workspace", "select_engine"]
+__all__ = ["ENGINES", "INFERENCE_CHUNK_ELEMENTS", "BufferedEngine", "BufferedTrainer", "FlatParameters",
+           "GradientHook", "InferenceBuffers", "Parameters", "PortableEngine", "Snapshot", "Trainer",
+           "Workspace", "chunk_rows", "select_engine"]
 
 #: names accepted by ``Network(engine=...)``
 ENGINES = ("auto", "portable", "buffered")

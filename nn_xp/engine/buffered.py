@@ -11,7 +11,7 @@ layers every ``Z`` and ``A`` into a :class:`Workspace` reused every epoch.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -19,10 +19,11 @@ from .. import _kernels as K
 from .._host import concatenate_flat
 from .._typing import Array
 from ..activations import ACTIVATIONS, IDENTITY
-from .portable import PortableEngine, Trainer
+from .portable import PortableEngine, Trainer, chunk_rows
 from .storage import FlatParameters
 
-__all__ = ["AUGMENT_MAX_INPUTS", "BufferedEngine", "BufferedTrainer", "WORKSPACE_MIN_ELEMENTS", "Workspace"]
+__all__ = ["AUGMENT_MAX_INPUTS", "BufferedEngine", "BufferedTrainer", "InferenceBuffers",
+           "WORKSPACE_MIN_ELEMENTS", "Workspace"]
 
 #: networks with at most this many inputs keep the input layer as one ``[W0 | b0]`` block and fit multiplies
 #: ``[X, 1]`` by it. With few inputs the bias passes are a large share of the input layer's work (about 1/n_in
@@ -48,6 +49,8 @@ class BufferedEngine(PortableEngine):
         self._workspace: Workspace | None = None
         self._grads: FlatParameters | None = None
         self._ones: Array | None = None
+        self._inference: InferenceBuffers | None = None
+        self._small_plan: tuple | None = None
 
     def lay_out(self, weights: Sequence[Any], layers: Sequence[Any]) -> FlatParameters:
         """One flat device buffer, the parameters views of it (a new buffer: never the caller's arrays)."""
@@ -63,7 +66,7 @@ class BufferedEngine(PortableEngine):
         return BufferedTrainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
 
     def release(self) -> None:
-        self._workspace = self._grads = self._ones = None
+        self._workspace = self._grads = self._ones = self._inference = self._small_plan = None
 
     @property
     def workspace_rows(self) -> int | None:
@@ -88,7 +91,7 @@ class BufferedEngine(PortableEngine):
         """The per-layer buffers for batches of ``m`` rows, or None where the network is too small to gain."""
         if m * max(layer.n_out for layer in layers) < self.workspace_min_elements:
             return None
-        if any(ACTIVATIONS.get(layer.activation.name) is not layer.activation for layer in layers):
+        if not _builtin(layers):
             return None  # a user's Activation may read z in backward, or take no out=: it allocates
         ws = self._workspace
         if ws is None or ws.m != m:
@@ -96,6 +99,116 @@ class BufferedEngine(PortableEngine):
             xp, device = self.backend.xp, self.backend.device
             ws = self._workspace = Workspace.allocate(layers, m, xp, self.dtype, device)
         return ws
+
+
+    # ------------------------------------------------------------ inference
+    def inference_buffers(self, layers: Sequence[Any], rows: int) -> InferenceBuffers | None:
+        """Two kept buffers of ``rows`` rows of the widest layer, or None where allocating costs less."""
+        widths = tuple(layer.n_out for layer in layers)
+        if rows * max(widths) < self.workspace_min_elements:
+            return None
+        buffers = self._inference
+        if buffers is None or buffers.m < rows or buffers.widths != widths:
+            self._inference = None  # free the old ones first
+            xp, device = self.backend.xp, self.backend.device
+            flats = [xp.empty(rows * max(widths), dtype=self.dtype, device=device) for _ in range(2)]
+            buffers = self._inference = InferenceBuffers(flats, widths, rows, xp)
+        return buffers
+
+    def outputs(self, net: Any, X: Array, batch_size: int | None = None,
+                out: Array | None = None) -> Iterator[tuple[int, int, Array, Array]]:
+        """As the portable engine's, each layer's ``Z`` into a kept buffer and activated in place; with
+        ``out``, every chunk's ``A`` lands in its rows of ``out``."""
+        layers, m = net.layers, X.shape[0]
+        if not _builtin(layers):
+            for lo, hi, z, a in super().outputs(net, X, batch_size):  # a user's activation: no out=
+                if out is not None:
+                    out[lo:hi, ...] = a
+                yield lo, hi, z, a
+            return
+        rows = chunk_rows(layers, m, batch_size)
+        buffers, params = self.inference_buffers(layers, rows), net.parameters
+        for lo in range(0, m, rows):
+            hi = min(lo + rows, m)
+            views = None if buffers is None else buffers.rows(hi - lo)
+            dest = None if out is None else out[lo:hi, ...]
+            yield (lo, hi, *self._output_rows(layers, params, X if hi - lo == m else X[lo:hi, ...], views,
+                                              dest))
+
+    def predict(self, net: Any, X: Array, batch_size: int | None = None) -> Array:
+        m, small = X.shape[0], self._small(net)
+        if small is not None and (batch_size is None or batch_size >= m) and m * small[0] < small[1]:
+            return self._small_output(small[2], X)  # one chunk, too small for kept buffers to pay
+        xp = self.backend.xp
+        out = xp.empty((X.shape[0], net.layers[-1].n_out), dtype=self.dtype, device=self.backend.device)
+        for _ in self.outputs(net, X, batch_size, out):
+            pass
+        return out
+
+    def _small(self, net: Any) -> tuple[int, int, list] | None:
+        """For networks of nn_xp's own activations, ``(widest layer, workspace_min_elements, [(activation,
+        W.T, b), ...])``, kept while the parameters are the same objects: what a tiny ``predict`` needs,
+        without the per-call work of looking it up (a 1-20-1 call on 100 rows takes a few microseconds)."""
+        small = self._small_plan
+        if small is None or small[0] is not net.parameters or small[1] is not net.layers:
+            layers, p = net.layers, net.parameters
+            pairs = [(layer.activation, W.T, b) for layer, W, b in zip(layers, p[0::2], p[1::2])]
+            small = self._small_plan = (p, layers, (max(layer.n_out for layer in layers), pairs)
+                                        if _builtin(layers) else None)
+        return None if small[2] is None else (small[2][0], self.workspace_min_elements, small[2][1])
+
+    def _small_output(self, pairs: list, A: Array) -> Array:
+        """The output layer's ``A`` for rows ``A``, every array new and activated in place."""
+        xp, matmul = self.backend.xp, K.matmul_function(self.backend.xp)
+        for activation, WT, b in pairs:
+            Z = A * WT if A.shape[-1] == 1 else matmul(A, WT)  # (m, n_out); an outer product as a broadcast
+            Z += b
+            A = activation.forward(Z, xp, Z)
+        return A
+
+    def _output_rows(self, layers: Sequence[Any], p: FlatParameters, A: Array, views: list[Array] | None,
+                     dest: Array | None, keep_z: bool = True) -> tuple[Array, Array]:
+        """The output layer's ``(Z, A)`` for the rows ``A``: the model's :meth:`output`, each layer's ``Z``
+        into ``views[i]`` (alternating buffers; new arrays where None) and hidden layers activated in place;
+        the output layer's ``A`` into ``dest`` where given, else in place unless ``keep_z``."""
+        xp, last = self.backend.xp, len(layers) - 1
+        matmul = K.matmul_function(xp)
+        Z = A
+        for i, (layer, W, b) in enumerate(zip(layers, p[0::2], p[1::2])):
+            activation = layer.activation
+            into = dest if i == last and activation is IDENTITY else None if views is None else views[i]
+            if into is None:
+                Z = _dot(A, W.T)  # (m, n_out)
+            elif A.shape[-1] == 1:
+                Z = K.multiply(A, W.T, xp, into)
+            else:
+                Z = matmul(A, W.T, out=into)
+            Z += b
+            if i < last:
+                A = activation.forward(Z, xp, Z)  # in place: the next layer needs only A
+            else:
+                A = activation.forward(Z, xp, Z if dest is None and not keep_z else dest)
+        if dest is not None and A is not dest:
+            dest[...] = A  # softmax makes a new array
+            A = dest
+        return Z, A
+
+
+class InferenceBuffers:
+    """Two flat buffers of ``m`` rows of the widest layer: layer ``i``'s ``Z`` (then its ``A``, in place) goes
+    into buffer ``i % 2``, so its input, the layer below's ``A``, is never overwritten."""
+
+    def __init__(self, flats: list[Array], widths: tuple[int, ...], m: int, xp: Any) -> None:
+        self.flats, self.widths, self.m, self.xp = flats, widths, m, xp
+        self.views: dict[int, list[Array]] = {}
+
+    def rows(self, m: int) -> list[Array]:
+        """Per layer, an ``(m, n_out)`` view of its buffer."""
+        views = self.views.get(m)
+        if views is None:
+            views = self.views[m] = [self.xp.reshape(self.flats[i % 2][:m * n], (m, n))
+                                     for i, n in enumerate(self.widths)]
+        return views
 
 
 class BufferedTrainer(Trainer):
@@ -181,6 +294,11 @@ class BufferedTrainer(Trainer):
             if i:  # dA of the layer below, into its spent Z (its backward reads only A)
                 dA = _dot(dZ, p[2 * i]) if ws is None else matmul(dZ, p[2 * i], out=values[i][0])  # (m, n_in)
         return loss
+
+
+def _builtin(layers: Sequence[Any]) -> bool:
+    """Whether every layer's activation is one of nn_xp's own, whose forward takes ``out=`` (even ``z``)."""
+    return all(ACTIVATIONS.get(layer.activation.name) is layer.activation for layer in layers)
 
 
 def _dot(a: Array, b: Array) -> Array:

@@ -7,14 +7,18 @@ is all the array API offers and all an immutable library (JAX) allows.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .._host import permutation
 from .._typing import Array
 from .storage import Parameters
 
-__all__ = ["GradientHook", "PortableEngine", "Trainer"]
+__all__ = ["GradientHook", "INFERENCE_CHUNK_ELEMENTS", "PortableEngine", "Trainer", "chunk_rows"]
+
+#: inference goes through the network this many values of its widest layer at a time (by default): a few
+#: MiB, so the buffers stay in the caches and predicting on a million rows needs no more than on a thousand
+INFERENCE_CHUNK_ELEMENTS = 1 << 18
 
 #: called with the gradients (a :class:`Parameters`, flat where the engine keeps them so) after
 #: back-propagation and before the optimizer's step; it may change them in place (an allreduce)
@@ -49,6 +53,23 @@ class PortableEngine:
 
     def release(self) -> None:
         """Free buffers kept between fits (none here)."""
+
+    def outputs(self, net: Any, X: Array, batch_size: int | None = None) -> Iterator[tuple[int, int, Array,
+                                                                                            Array]]:
+        """The output layer's values for model array ``X``, chunk by chunk: ``(lo, hi, Z, A)`` for rows
+        ``lo:hi`` (``batch_size`` rows at a time; None: :func:`chunk_rows`'s choice).
+
+        A chunk's arrays may be buffers that the next chunk overwrites: use them before asking for it."""
+        m = X.shape[0]
+        rows = chunk_rows(net.layers, m, batch_size)
+        for lo in range(0, m, rows):
+            hi = min(lo + rows, m)
+            yield (lo, hi, *net.output(X if hi - lo == m else X[lo:hi, ...]))
+
+    def predict(self, net: Any, X: Array, batch_size: int | None = None) -> Array:
+        """The output layer's activations for model array ``X`` (a new array), chunked as :meth:`outputs`."""
+        parts = [a for *_, a in self.outputs(net, X, batch_size)]
+        return parts[0] if len(parts) == 1 else self.backend.xp.concat(parts, axis=0)
 
 
 class Trainer:
@@ -127,3 +148,10 @@ class Trainer:
         self.optimizer.step(net.parameters, grads, self.names, xp=self.xp)
         return loss, correct
 
+
+def chunk_rows(layers: Sequence[Any], m: int, batch_size: int | None) -> int:
+    """The rows per chunk of inference on ``m`` rows: ``batch_size``, or enough for about
+    :data:`INFERENCE_CHUNK_ELEMENTS` values of the widest layer."""
+    if batch_size is None:
+        batch_size = max(1, INFERENCE_CHUNK_ELEMENTS // max(layer.n_out for layer in layers))
+    return max(1, min(m, batch_size))
