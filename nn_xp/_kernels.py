@@ -17,7 +17,8 @@ from array_api_compat import is_cupy_namespace, is_numpy_namespace, is_torch_nam
 
 from ._typing import Array, Namespace
 
-__all__ = ["all_finite", "linear", "matmul_function", "maximum", "multiply", "rsub", "sigmoid",
+__all__ = ["all_finite", "column_sum", "copy_into", "descend", "flat_portable_parameters", "flat_view",
+           "linear", "matmul_function", "maximum", "multiply", "rsub", "sigmoid", "slices_are_views",
            "supports_out", "tanh"]
 
 _NATIVE: dict[str, Any] = {}
@@ -26,6 +27,19 @@ _NATIVE: dict[str, Any] = {}
 def supports_out(xp: Namespace) -> bool:
     """Whether ``xp``'s library writes into ``out=`` buffers (NumPy, CuPy)."""
     return is_numpy_namespace(xp) or is_cupy_namespace(xp)
+
+
+def slices_are_views(xp: Namespace) -> bool:
+    """Whether a contiguous slice of an array, reshaped, is a view that in-place updates write through
+    (NumPy, CuPy, torch; not a library that may copy, nor an immutable one)."""
+    return supports_out(xp) or is_torch_namespace(xp)
+
+
+def flat_portable_parameters(xp: Namespace) -> bool:
+    """Whether the portable engine keeps the parameters as views of one flat buffer (torch: an undo point
+    is then one copy, not one per array; NumPy and CuPy have the buffered engine for that, and the portable
+    one stays the array API's plain arrays there, the reference it is tested against)."""
+    return is_torch_namespace(xp)
 
 
 def _native(xp: Namespace) -> Any:
@@ -43,6 +57,39 @@ def linear(a: Array, W: Array, b: Array, xp: Namespace) -> Array:
     if is_torch_namespace(xp):
         return _native(xp).addmm(b, a, W.T)
     return a @ W.T + b
+
+
+def descend(p: Array, g: Array, lr: Any, xp: Namespace) -> Array:
+    """``p -= lr * g``, in place where the library allows, overwriting ``g``; returns ``p`` (a new array
+    where arrays are immutable). torch does it in one fused ``add_``; NumPy and CuPy in two passes."""
+    if is_torch_namespace(xp):
+        return p.add_(g, alpha=-lr)
+    g *= lr
+    p -= g
+    return p
+
+
+def copy_into(dst: Array, src: Array, xp: Namespace) -> None:
+    """``dst[...] = src`` (torch's own ``copy_``: its indexed assignment costs several times more)."""
+    if is_torch_namespace(xp):
+        dst.copy_(src)
+    else:
+        dst[...] = src
+
+
+def column_sum(x: Array, xp: Namespace) -> Array:
+    """``sum(x, axis=0)``, by the array's own method where it has one (the wrapper's costs a microsecond)."""
+    if slices_are_views(xp):
+        return x.sum(0)
+    return xp.sum(x, axis=0)
+
+
+def flat_view(x: Array, xp: Namespace) -> Array:
+    """A contiguous ``x`` as 1-D, a view (the array's own ``reshape`` where it has one: the wrapper's costs
+    a microsecond, which the tiny network pays every epoch)."""
+    if supports_out(xp) or is_torch_namespace(xp):
+        return x.reshape(-1)
+    return xp.reshape(x, (-1,))
 
 
 def all_finite(x: Array, xp: Namespace) -> bool:

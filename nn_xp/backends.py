@@ -72,7 +72,7 @@ class Backend:
         """Enter around work on this backend: CuPy works on the *current* GPU, so make it ours."""
         return self.device if self.needs_context else contextlib.nullcontext()
 
-    @property
+    @functools.cached_property
     def needs_context(self) -> bool:
         """Whether work must run inside :meth:`context` (CuPy); elsewhere it is a no-op, skipped."""
         return self.name == "cupy"

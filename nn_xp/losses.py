@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import _kernels as K
 from ._typing import Array, Namespace
 
 __all__ = ["LOSSES", "Loss", "get_loss"]
@@ -49,7 +50,7 @@ class Loss:
 def _mse_value_and_delta(z: Array, a: Array, y: Array, xp: Namespace) -> tuple[Array, Array]:
     m = y.shape[0]
     diff = a - y  # (m, n_out)
-    flat = diff[:, 0] if diff.shape[1] == 1 else xp.reshape(diff, (-1,))  # a view: ||diff||^2 as one dot
+    flat = K.flat_view(diff, xp)  # ||diff||^2 as one dot
     loss = (flat @ flat) * (0.5 / m)
     diff /= m
     return loss, diff

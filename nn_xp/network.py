@@ -223,19 +223,23 @@ class Network:
 
     # -------------------------------------------------------------- the math
     @on_device
-    def evaluate(self, X: Array) -> list[tuple[Array | None, Array]]:
+    def evaluate(self, X: Array, *, check_input: bool = True) -> list[tuple[Array | None, Array]]:
         """Forward pass keeping every layer's ``(Z, A)``; ``values[0]`` is ``(None, X)``.
 
         ``X`` must already be an array of the model's namespace, device and
         dtype, shape ``(n_samples, n_features)`` (``predict`` converts host data).
+        ``check_input=False`` skips that check, for callers that made ``X`` so
+        themselves (an engine, every batch: scikit-learn's ``check_input``).
         """
-        return self._forward(check_model_array(X, "X", self.backend, self.dtype, self.layers[0].n_in))
+        if check_input:
+            X = check_model_array(X, "X", self.backend, self.dtype, self.layers[0].n_in)
+        return self._forward(X)
 
     def _forward(self, A: Array) -> list[tuple[Array | None, Array]]:
-        values = [(None, A)]
+        values, xp = [(None, A)], self.xp
         for layer, W, b in zip(self.layers, self.parameters[0::2], self.parameters[1::2]):
-            Z = K.linear(A, W, b, self.xp)  # A @ W.T + b: (m, n_out)
-            A = layer.activation.forward(Z, self.xp)  # (m, n_out)
+            Z = K.linear(A, W, b, xp)  # A @ W.T + b: (m, n_out)
+            A = layer.activation.forward(Z, xp)  # (m, n_out)
             values.append((Z, A))
         return values
 
@@ -244,10 +248,10 @@ class Network:
         """The output layer's ``(Z, A)`` for ``X`` (a model array, as for :meth:`evaluate`), keeping one
         layer's values at a time: inference, where ``evaluate`` keeps every layer's for back-propagation."""
         A = check_model_array(X, "X", self.backend, self.dtype, self.layers[0].n_in)
-        Z = A
+        Z, xp = A, self.xp
         for layer, W, b in zip(self.layers, self.parameters[0::2], self.parameters[1::2]):
-            Z = K.linear(A, W, b, self.xp)  # A @ W.T + b: (m, n_out)
-            A = layer.activation.forward(Z, self.xp)  # (m, n_out)
+            Z = K.linear(A, W, b, xp)  # A @ W.T + b: (m, n_out)
+            A = layer.activation.forward(Z, xp)  # (m, n_out)
         return Z, A
 
     @on_device
@@ -258,15 +262,16 @@ class Network:
         return grads[0::2], grads[1::2]
 
     @on_device
-    def value_and_gradient(self, values: list[tuple[Array | None, Array]],
-                           Y: Array) -> tuple[Array, list[Array]]:
+    def value_and_gradient(self, values: list[tuple[Array | None, Array]], Y: Array, *,
+                           check_input: bool = True) -> tuple[Array, list[Array]]:
         """The loss of :meth:`evaluate`'s ``values`` (a device scalar) and its gradients ``[dW0, db0, ...]``.
 
-        Nothing given is written.
+        Nothing given is written. ``check_input`` as for :meth:`evaluate`.
         """
-        self._check_values(values)
-        Y = check_model_array(Y, "Y", self.backend, self.dtype, self.layers[-1].n_out)
-        check_same_samples(values[0][1], Y, "values[0] (X)", "Y")
+        if check_input:
+            self._check_values(values)
+            Y = check_model_array(Y, "Y", self.backend, self.dtype, self.layers[-1].n_out)
+            check_same_samples(values[0][1], Y, "values[0] (X)", "Y")
         return self._backward(values, Y)
 
     def _check_values(self, values: Any) -> None:
@@ -295,7 +300,7 @@ class Network:
             dZ = dA if fused and last else layers[i].activation.backward(dA, Z, A, xp)
             A_prev = values[i][1]
             grads[2 * i] = dZ.T @ A_prev  # dW: (n_out, n_in)
-            grads[2 * i + 1] = xp.sum(dZ, axis=0)  # db = sum of dZ: (n_out,)
+            grads[2 * i + 1] = K.column_sum(dZ, xp)  # db = sum of dZ over the samples: (n_out,)
             if i:
                 dA = dZ @ self.parameters[2 * i]  # dA_prev = dZ W: (m, n_in)
         return loss, grads

@@ -16,6 +16,7 @@ from typing import Any
 from array_api_compat import array_namespace, is_writeable_array
 from array_api_compat import device as array_device
 
+from . import _kernels as K
 from ._typing import Array
 from ._validation import check_positive, short
 from .backends import to_numpy
@@ -304,9 +305,7 @@ class SGD(Optimizer):
                 g = v * lr
                 p -= g
                 return p
-        g *= lr  # with neither momentum nor decay: the blog's W -= lr * dW
-        p -= g
-        return p
+        return K.descend(p, g, lr, xp)  # with neither momentum nor decay: the blog's W -= lr * dW
 
     def config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov,

@@ -21,7 +21,8 @@ def test_auto_is_buffered_exactly_where_the_library_takes_out(backend):
     net = make_net(backend, [1, 4, 1])
     expected = "buffered" if backend.name in ("numpy", "cupy") else "portable"
     assert net.engine.name == expected
-    assert (net.parameters.flat is not None) == (expected == "buffered")
+    # one flat buffer where fit writes into buffers, and on torch, whose portable undo point is then one copy
+    assert (net.parameters.flat is not None) == (expected == "buffered" or backend.name == "torch")
     assert nn_xp.Network([1, 4, 1], backend=backend.name, device=backend.device,
                          engine="portable").engine.name == "portable"
 

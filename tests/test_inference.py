@@ -186,3 +186,39 @@ def test_torch_takes_its_own_fused_operations_and_they_agree_with_the_portable_f
     net = nn_xp.Network([4, 5, 1], backend="torch", dtype="float64")
     net.predict(rng.standard_normal((7, 4)))
     assert calls == ["addmm", "sigmoid", "addmm"]
+
+
+def test_torch_parameters_are_views_of_one_buffer_an_undo_point_is_one_copy_and_rolls_back(monkeypatch):
+    torch = pytest.importorskip("torch")
+    net = nn_xp.Network([2, 6, 3, 1], backend="torch", dtype="float64", engine="portable")
+    flat = net.parameters.flat
+    assert flat is not None and all(p.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr()
+                                    for p in net.parameters)
+    copies = []
+    real = torch.Tensor.copy_
+    monkeypatch.setattr(torch.Tensor, "copy_",
+                        lambda self, src, *a: copies.append(self.shape) or real(self, src))
+    snap = net.snapshot()
+    before = [p.clone() for p in net.parameters]
+    X, Y = np.random.default_rng(0).standard_normal((20, 2)), np.zeros((20, 1))
+    net.fit(X, Y, epochs=3)
+    copies.clear()
+    net.snapshot(snap)  # into a kept snapshot: one copy of the flat buffer
+    assert copies == [flat.shape]
+    net.restore(snap)
+    net.fit(X, Y, epochs=1)
+    net.restore(snap)
+    for p, q in zip(net.parameters, snap.arrays):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert any(not torch.equal(p, q) for p, q in zip(net.parameters, before))  # training did move them
+
+
+def test_descend_is_one_fused_step_on_torch_and_the_same_numbers_elsewhere(backend):
+    rng = np.random.default_rng(4)
+    p0, g0 = rng.standard_normal(7), rng.standard_normal(7)
+    f64 = backend.dtype("float64")
+    p, g = backend.asarray(p0.copy(), dtype=f64), backend.asarray(g0.copy(), dtype=f64)
+    out = K.descend(p, g, 0.25, backend.xp)
+    np.testing.assert_allclose(to_numpy(out), p0 - 0.25 * g0, rtol=1e-15)
+    ones = backend.asarray(np.ones((3, 2)), dtype=f64)
+    np.testing.assert_allclose(to_numpy(K.column_sum(ones, backend.xp)), [3.0, 3.0])

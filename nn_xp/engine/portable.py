@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .._host import permutation
+from .. import _kernels as K
+from .._host import concatenate_flat, permutation
 from .._typing import Array
-from .storage import Parameters
+from .storage import FlatParameters, Parameters
 
 __all__ = ["GradientHook", "INFERENCE_CHUNK_ELEMENTS", "PortableEngine", "Trainer", "chunk_rows"]
 
@@ -39,9 +40,13 @@ class PortableEngine:
 
     def lay_out(self, weights: Sequence[Any], layers: Sequence[Any]) -> Parameters:
         """The parameters ``[W0, b0, ...]`` on the device from checked host arrays (always copies: training
-        updates in place and must never write into the caller's arrays)."""
+        updates in place and must never write into the caller's arrays). Where the library's reshaped
+        slices are views (torch), they are views of one flat buffer: an undo point is then one copy."""
         xp, device = self.backend.xp, self.backend.device
         self.release()
+        if K.flat_portable_parameters(xp):
+            flat = xp.asarray(concatenate_flat(list(weights)), dtype=self.dtype, device=device)
+            return FlatParameters(flat, [(layer.n_out, layer.n_in) for layer in layers], False, xp)
         return Parameters([xp.asarray(h, dtype=self.dtype, device=device, copy=True) for h in weights], xp)
 
     def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array,
@@ -139,9 +144,9 @@ class Trainer:
 
         Returns the batch's loss and (for classification) how many it got right, as device scalars."""
         net = self.net
-        values = net.evaluate(X)
+        values = net.evaluate(X, check_input=False)  # fit made X and Y the model's arrays, once
         correct = net.loss_fn.correct(values[-1][1], Y, self.xp) if self.classification else None
-        loss, grads = net.value_and_gradient(values, Y)
+        loss, grads = net.value_and_gradient(values, Y, check_input=False)
         if self.gradient_hook is not None:
             grads = Parameters(grads, self.xp)
             self.gradient_hook(grads)

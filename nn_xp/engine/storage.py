@@ -13,6 +13,7 @@ from typing import Any
 
 from array_api_compat import is_writeable_array
 
+from .. import _kernels as K
 from .._typing import Array, Namespace
 
 __all__ = ["FlatParameters", "Parameters", "Snapshot"]
@@ -61,7 +62,7 @@ class Parameters(list):
         """Device copies of the parameters, into ``into``'s buffers where it has them and they take writes."""
         if into is not None and into.writeable and len(into.arrays) == len(self):
             for s, p in zip(into.arrays, self):
-                s[...] = p
+                K.copy_into(s, p, self.xp)
             return into
         return Snapshot([self.xp.asarray(p, copy=True) for p in self], self.xp)
 
@@ -70,7 +71,7 @@ class Parameters(list):
         self._check(snapshot)
         for i, s in enumerate(snapshot.arrays):
             if is_writeable_array(self[i]):
-                self[i][...] = s
+                K.copy_into(self[i], s, self.xp)
             else:
                 self[i] = self.xp.asarray(s, copy=True)
 
@@ -104,7 +105,7 @@ class FlatParameters(Parameters):
 
     def snapshot(self, into: Snapshot | None = None) -> Snapshot:
         if into is not None and into.flat is not None and into.flat.shape == self.flat.shape:
-            into.flat[...] = self.flat
+            K.copy_into(into.flat, self.flat, self.xp)
             return into
         flat = self.xp.asarray(self.flat, copy=True)
         return Snapshot(list(self.like(flat)), self.xp, flat, self)
@@ -112,10 +113,10 @@ class FlatParameters(Parameters):
     def restore(self, snapshot: Snapshot) -> None:
         self._check(snapshot)
         if snapshot.flat is not None and snapshot.flat.shape == self.flat.shape:
-            self.flat[...] = snapshot.flat
+            K.copy_into(self.flat, snapshot.flat, self.xp)
         else:
             for p, s in zip(self, snapshot.arrays):
-                p[...] = s
+                K.copy_into(p, s, self.xp)
 
     def all_finite(self) -> Array:
         return self.xp.all(self.xp.isfinite(self.flat))
