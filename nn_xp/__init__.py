@@ -18,6 +18,7 @@ from .backends import (
 from .callbacks import Callback, EarlyStopping, LambdaCallback, StopTraining
 from .checkpoint import load_checkpoint, save_checkpoint
 from .engine import ENGINES
+from .export import export_onnx
 from .history import History
 from .io import ModelFileError, load, save
 from .losses import LOSSES, Loss
@@ -29,5 +30,6 @@ __all__ = [
     "Activation", "Adam", "AdamW", "Backend", "BackendUnavailableError", "Callback", "CosineDecay",
     "EarlyStopping", "ExponentialDecay", "History", "LambdaCallback", "Layer", "Loss", "Network",
     "ModelFileError", "Optimizer", "SGD", "StepDecay", "StopTraining",
-    "available_backends", "load", "load_checkpoint", "resolve_backend", "save", "save_checkpoint", "to_numpy",
+    "available_backends", "export_onnx", "load", "load_checkpoint", "resolve_backend", "save",
+    "save_checkpoint", "to_numpy",
 ]

@@ -107,9 +107,13 @@ def write(path: _Path, tensors: dict[str, np.ndarray], meta: dict) -> None:
     killed writer on this machine left behind are removed by the next save of the same file.
     """
     header = json.dumps(meta, separators=(",", ":"))
-    data = safetensors_module().numpy.save(tensors, metadata={FORMAT: header})
+    write_bytes(path, safetensors_module().numpy.save(tensors, metadata={FORMAT: header}))
+
+
+def write_bytes(path: _Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, as :func:`write` does (any file format)."""
     try:
-        target = os.path.realpath(os.fspath(path))  # through a symlink, so the link survives
+        target = os.fsdecode(os.path.realpath(os.fspath(path)))  # through a symlink, so the link survives
     except (TypeError, ValueError) as exc:  # not a path, or a NUL byte in it
         raise ValueError(f"cannot save to {path!r}: {exc}") from None
     folder, name = os.path.split(target)
