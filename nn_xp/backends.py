@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, is_array_api_obj, to_device
+from array_api_compat import array_namespace, is_array_api_obj, is_cupy_array, to_device
 from array_api_compat import device as array_device
 
 from ._typing import Array
@@ -27,6 +27,7 @@ __all__ = [
     "BackendUnavailableError",
     "available_backends",
     "backend_of",
+    "device_context",
     "format_backends",
     "is_host_array",
     "resolve_backend",
@@ -218,8 +219,8 @@ def _native_device(name: str, module: Any, device: Any) -> Any:
             return module.device("cpu")  # tensors report 'cpu', never 'cpu:0'
         return module.device(dev.type, dev.index or 0)  # mps:0, xpu:0: as their tensors report
     # cupy
-    if device is None:
-        index = 0
+    if device is None:  # the current GPU (0 unless the program chose another), as torch's "cuda" means
+        index = module.cuda.runtime.getDevice() if _cuda_device_count(module)[0] else 0
     elif isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
         index = int(device)
     elif isinstance(device, str) and device.startswith("cuda"):
@@ -301,6 +302,13 @@ def backend_of(x: Array) -> Backend:
 def is_host_array(x: Any) -> bool:
     """NumPy arrays, NumPy scalars and plain Python data (lists, numbers): data that lives on the host."""
     return isinstance(x, (np.ndarray, np.generic)) or not is_array_api_obj(x)
+
+
+def device_context(x: Array) -> Any:
+    """A context in which new arrays land on ``x``'s device, or None where nothing is needed: CuPy
+    allocates on the *current* GPU, and its kernels refuse arrays of another, so work on ``x`` from
+    outside ``fit`` (a public ``Optimizer.step``, say) must make ``x``'s GPU the current one."""
+    return x.device if is_cupy_array(x) else None
 
 
 def to_numpy(x: Array) -> np.ndarray:

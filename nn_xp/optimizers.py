@@ -19,7 +19,7 @@ from array_api_compat import device as array_device
 from . import _kernels as K
 from ._typing import Array
 from ._validation import check_positive, short
-from .backends import to_numpy
+from .backends import device_context, to_numpy
 
 __all__ = ["SGD", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "Optimizer", "OptimizerSnapshot",
            "StepDecay", "get_optimizer"]
@@ -90,7 +90,16 @@ class Optimizer:
 
         ``names`` key the state (default ``W0, b0, W1, ...``). Where both lists
         are views of one flat buffer each, the rule runs once over all of them.
+        The state is allocated, and the rule runs, on the parameters' device.
         """
+        context = device_context(params[0]) if len(params) else None
+        if context is not None:  # CuPy: the parameters' GPU, whichever is current
+            with context:
+                return self._step(params, grads, names, xp)
+        return self._step(params, grads, names, xp)
+
+    def _step(self, params: list[Array], grads: Sequence[Array], names: Sequence[str] | None,
+              xp: Any) -> None:
         names = _default_names(len(params)) if names is None else names
         flat_p, flat_g = getattr(params, "flat", None), getattr(grads, "flat", None)
         lr = self.current_learning_rate()
@@ -261,7 +270,11 @@ def _same_shapes(a: list[Array], b: list[Array]) -> bool:
 
 
 def _copy(a: Array) -> Array:
-    return array_namespace(a).asarray(a, copy=True)
+    context = device_context(a)
+    if context is None:
+        return array_namespace(a).asarray(a, copy=True)
+    with context:  # CuPy copies onto the current GPU: make it a's
+        return array_namespace(a).asarray(a, copy=True)
 
 
 def _default_names(n: int) -> list[str]:
