@@ -44,8 +44,9 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
         X, Y, validation = _split(net, X, Y, validation_data, validation_split)
         opt, start, history = _optimizer_and_history(net, optimizer, learning_rate, resume_from)
         previous, kept = net.optimizer, len(history)
-        net.optimizer, net.history = opt, history
+        # the trainer first: an engine that refuses this fit leaves the network as it was
         trainer = net.engine.trainer(net, opt, X, Y, validation, batch_size=batch_size, shuffle=shuffle)
+        net.optimizer, net.history = opt, history
         progress = Progress(epochs, verbose, start)
         run = Run(net, trainer, history, start, epochs, _callbacks(callbacks), progress, checkpoint,
                   checkpoint_every, on_nonfinite)
@@ -221,7 +222,7 @@ class Run:
         epoch, dirty = self.done, False  # dirty: between the start of a call and its recorded end
         try:
             while epoch < self.epochs:
-                count = min(self.trainer.chunk, self.epochs - epoch)
+                count = self._count(epoch)
                 self.undo.save(epoch)
                 dirty = True
                 rows = self._read(self.trainer.run(count))  # the one host read of the call
@@ -256,6 +257,16 @@ class Run:
         """The last update overflowed: its loss was never measured, its call's start had a finite one."""
         last = self.done - 1
         return self.undo.before(self.done), {"loss": math.nan}, f"in the last update (epoch {last})"
+
+    def _count(self, epoch: int) -> int:
+        """How many epochs the next call runs: the trainer's chunk, one where callbacks or progress read the
+        host after each epoch, never past the next checkpoint."""
+        count = min(self.trainer.chunk, self.epochs - epoch)
+        if count > 1 and (self.callbacks or not self.progress.silent):
+            return 1
+        if count > 1 and self.checkpoint is not None:
+            count = min(count, self.checkpoint_every - epoch % self.checkpoint_every)
+        return count
 
     def _read(self, rows: list[list[Array]]) -> list[list[float]]:
         if len(rows) == 1 and len(rows[0]) == 1:

@@ -9,23 +9,29 @@ allreduce of the gradients goes). The loop drives a Trainer through
 
 - ``"portable"``: the model's own ``evaluate`` / ``value_and_gradient``, any array-API library.
 - ``"buffered"``: the same arithmetic into reused buffers, parameters in one flat buffer (NumPy, CuPy).
+- ``"cuda_graph"``: the buffered engine's full-batch SGD epoch captured once as a CUDA graph and replayed
+  (CuPy only; opt-in; see :mod:`.graphs`).
 - ``"auto"`` (default): buffered where the library takes ``out=``, else portable.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import is_cupy_namespace
+
 from .. import _kernels as K
 from .buffered import BufferedEngine, BufferedTrainer, InferenceBuffers, Workspace
+from .graphs import CudaGraphEngine, CudaGraphTrainer, CupyCapture
 from .portable import INFERENCE_CHUNK_ELEMENTS, GradientHook, PortableEngine, Trainer, chunk_rows
 from .storage import FlatParameters, Parameters, Snapshot
 
-__all__ = ["ENGINES", "INFERENCE_CHUNK_ELEMENTS", "BufferedEngine", "BufferedTrainer", "FlatParameters",
+__all__ = ["ENGINES", "INFERENCE_CHUNK_ELEMENTS", "BufferedEngine", "BufferedTrainer", "CudaGraphEngine",
+           "CudaGraphTrainer", "CupyCapture", "FlatParameters",
            "GradientHook", "InferenceBuffers", "Parameters", "PortableEngine", "Snapshot", "Trainer",
            "Workspace", "chunk_rows", "select_engine"]
 
 #: names accepted by ``Network(engine=...)``
-ENGINES = ("auto", "portable", "buffered")
+ENGINES = ("auto", "portable", "buffered", "cuda_graph")
 
 
 def select_engine(backend: Any, dtype: Any, name: str | None = None) -> PortableEngine:
@@ -33,6 +39,11 @@ def select_engine(backend: Any, dtype: Any, name: str | None = None) -> Portable
     name = "auto" if name is None else name
     if not isinstance(name, str) or name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; valid names: {', '.join(ENGINES)}")
+    if name == "cuda_graph":
+        if not is_cupy_namespace(backend.xp):
+            raise ValueError(f"engine='cuda_graph' captures CUDA graphs with CuPy, and the network is on the "
+                             f"{backend.name} backend; use backend='cupy' on a GPU, or engine='auto'")
+        return CudaGraphEngine(backend, dtype)
     buffered = K.supports_out(backend.xp)
     if name == "buffered" and not buffered:
         raise ValueError(f"engine='buffered' writes into out= buffers, which the {backend.name} backend "
