@@ -49,6 +49,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import inference  # noqa: E402
+import peers as peers_module  # noqa: E402
 from peers import PEERS, Problem  # noqa: E402
 
 #: (layer sizes, samples, full-batch learning rate); the first is the blog's network. Each rate is one at
@@ -853,8 +855,98 @@ def report(res: dict) -> str:
             gcell = gr.get("error") or fmt_time(gr["graph_s_per_epoch"])
             dcell = "" if "error" in gr else f"{gr['max_rel_diff_vs_eager']:.1e}"
             out.append(f"| {n} | {kcell} | {ccell} | {gcell} | {dcell} |")
+    out += previous_report(res)
+    out += extras_report(res)
     out += ["", "## Targets", ""] + [f"- **{status}**: {text}" for status, text in targets(res)]
     return "\n".join(out) + "\n"
+
+
+def _paired(a: list, b: list) -> float:
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def previous_report(res: dict) -> list[str]:
+    """nn_xp ÷ tuned per case, this run beside the previous one (each paired within its own run)."""
+    prev = res.get("previous")
+    if not prev:
+        return []
+    out = ["", "## Beside the previous run", "",
+           "nn_xp ÷ tuned NumPy (paired medians, interquartile range), this run and the run of "
+           f"{prev['date']} ({prev['commit']}); each ratio is measured within its own run, so the two "
+           "columns compare without comparing the machine's load.", "",
+           "| case | size | dtype | previous | now |", "|---|---|---|---|---|"]
+    for key, title in (("full", "full batch"), ("mini", f"mini-batch {BATCH}")):
+        before = {(tuple(c["sizes"]), c["m"], c["dtype"]): c for c in prev.get(key, [])}
+        for c in res[key]:
+            old = before.get((tuple(c["sizes"]), c["m"], c["dtype"]))
+            pk, cell = c["timing"]["peers"], "–"
+            if old is not None and "tuned" in old["timing"]["peers"]:
+                cell = _ratio_cell(old["timing"]["peers"]["nn_xp"], old["timing"]["peers"]["tuned"])
+            now = _ratio_cell(pk["nn_xp"], pk["tuned"]) if "tuned" in pk else "–"
+            out.append(f"| {title} | {size_name(c['sizes'], c['m'])} | {c['dtype']} | {cell} | {now} |")
+    return out
+
+
+def extras_report(res: dict) -> list[str]:
+    """The predict and torch-backend sections."""
+    out = []
+    if res.get("predict"):
+        names = list(res["predict"][0]["peers"])
+        out += ["", "## Predict", "",
+                "`net.predict(X)` on host float32 rows against tuned NumPy (two `(m, widest)` buffers per "
+                "call, `out=` everywhere) and PyTorch (`addmm`, `sigmoid`, `no_grad`), same weights. Warm: "
+                "calls back to back; cold: a pause before each call, so memory the last call freed has gone "
+                "back to the system. Peak: the most bytes of NumPy buffers held at once during a call "
+                "(tracemalloc), against output + two layer-widths of rows. Ratios are paired per round.", "",
+                "| size | " + " | ".join(f"{n} warm" for n in names) + " | nn_xp ÷ tuned warm | "
+                + " | ".join(f"{n} cold" for n in names) + " | nn_xp ÷ tuned cold | peak nn_xp | peak tuned "
+                "| output + 2 widths |", "|---|" + "---|" * (2 * len(names) + 5)]
+        for c in res["predict"]:
+            pk, bnd = c["peers"], c["bound"]
+            warm = " | ".join(fmt_time(pk[n]["warm"]) for n in names)
+            cold = " | ".join(fmt_time(pk[n]["cold"]) if "cold" in pk[n] else "–" for n in names)
+            rw = _paired(pk["nn_xp"]["warm_samples"], pk["tuned"]["warm_samples"])
+            rc = (f"{_paired(pk['nn_xp']['cold_samples'], pk['tuned']['cold_samples']):.2f}"
+                  if "cold" in pk["nn_xp"] else "–")
+            out.append(f"| {size_name(c['sizes'], c['m'])} | {warm} | {rw:.2f} | {cold} | {rc} | "
+                       f"{fmt_mb(pk['nn_xp']['traced_peak'])} | {fmt_mb(pk['tuned']['traced_peak'])} | "
+                       f"{fmt_mb(bnd['output'] + bnd['two_widths'])} |")
+    if res.get("torch_backend"):
+        out += ["", "## nn_xp on torch", "",
+                "nn_xp with `backend=\"torch\"` (CPU tensors) against PyTorch written by hand the idiomatic "
+                "way (`addmm`, `torch.sigmoid`, `sum`, `add_`; the peer `torch` above), full batch, float32; "
+                "the median of the ratios paired round by round, and their interquartile range.", "",
+                "| size | nn_xp on torch | torch | ÷ torch |", "|---|---|---|---|"]
+        for c in res["torch_backend"]:
+            pk = c["timing"]["peers"]
+            out.append(f"| {size_name(c['sizes'], c['m'])} | {fmt_time(pk['nn_xp']['median'])} | "
+                       f"{fmt_time(pk['torch']['median'])} | {_ratio_cell(pk['nn_xp'], pk['torch'])} |")
+    return out
+
+
+def extras_targets(res: dict) -> list[tuple[str, str]]:
+    rows = []
+    verdict = {True: "met", False: "NOT met"}
+    for c in res.get("predict", []):
+        pk, bnd, name = c["peers"], c["bound"], size_name(c["sizes"], c["m"])
+        rw = _paired(pk["nn_xp"]["warm_samples"], pk["tuned"]["warm_samples"])
+        if c["m"] < 10000:
+            rows.append((verdict[rw <= 1.2], f"tiny predict ≤ 1.2 × tuned NumPy ({name}): {rw:.2f}"))
+            continue
+        rc = _paired(pk["nn_xp"]["cold_samples"], pk["tuned"]["cold_samples"])
+        peak = pk["nn_xp"]["traced_peak"]
+        rows.append((verdict[rw <= 1.0 and rc <= 1.0 and peak <= bnd["output"] + bnd["two_widths"]],
+                     f"predict ≤ 1.0 × tuned NumPy warm and cold, peak ≤ output + two layer-widths of rows "
+                     f"({name}): warm {rw:.2f}, cold {rc:.2f}, peak {fmt_mb(peak)} against "
+                     f"{fmt_mb(bnd['output'] + bnd['two_widths'])}"))
+    cases = res.get("torch_backend", [])
+    if cases:
+        items = [(c, statistics.median(paired_ratios(*(c["timing"]["peers"][n] for n in ("nn_xp", "torch")))))
+                 for c in cases]
+        rows.append((verdict[all(r <= 1.10 for _, r in items)],
+                     "nn_xp on torch ≤ 1.10 × idiomatic hand-written torch on every size: "
+                     + "; ".join(f"{size_name(c['sizes'], c['m'])}: {r:.2f}" for c, r in items)))
+    return rows
 
 
 def targets(res: dict) -> list[tuple[str, str]]:
@@ -915,7 +1007,7 @@ def targets(res: dict) -> list[tuple[str, str]]:
                          for c, r in mem if c["bound"]["total"] >= 1e6)
         rows.append(("reported", "nn_xp's peak memory per size against data + params + grads + one Z and A "
                                  "per layer: " + over + " (reasons: benchmarks/README.md)"))
-    return rows
+    return rows + extras_targets(res)
 
 
 # ------------------------------------------------------------------ main
@@ -941,12 +1033,19 @@ def parse_args(argv=None):
                     help="BLAS and torch threads (default: the BLAS default)")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--no-minibatch", action="store_true")
+    ap.add_argument("--no-predict", action="store_true", help="skip the predict table (CPU runs)")
+    ap.add_argument("--no-torch-backend", action="store_true",
+                    help="skip the table of nn_xp on torch against hand-written torch (CPU runs)")
+    ap.add_argument("--only-extras", action="store_true",
+                    help="only the predict and torch-backend tables (with --json, for a quick look)")
     ap.add_argument("--profile", action="store_true",
                     help="profile nn_xp's fit on the two focus sizes and exit")
     ap.add_argument("--nn-xp", default=str(ROOT), metavar="DIR",
                     help="the folder holding the nn_xp package to time (default: this checkout's)")
     ap.add_argument("--nn-xp-label", default=None, metavar="TEXT",
                     help="how the report names that nn_xp, e.g. 'git archive of commit abc1234'")
+    ap.add_argument("--previous", metavar="JSON",
+                    help="a --json file of an earlier run: the report sets its ratios beside this run's")
     ap.add_argument("--render", metavar="JSON",
                     help="only rewrite the report from a --json file of an earlier run")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -966,6 +1065,26 @@ def parse_args(argv=None):
         # a GPU run has its own report: it must never overwrite the CPU one
         args.out = str(ROOT / "docs" / ("benchmarks-gpu.md" if accel else "benchmarks.md"))
     return args
+
+
+def extras(args, sizes, peer_names) -> tuple[list, list]:
+    """The predict table's cases and the torch backend's (issue 20)."""
+    predict, torch_cases = [], []
+    if not args.no_predict:
+        cases = inference.PREDICT_CASES[:2] if args.quick else inference.PREDICT_CASES
+        for s, m in cases:
+            log(f"predict {size_name(s, m)} float32")
+            predict.append(inference.predict_case(s, m, "float32", args.rounds, 1.0 if args.quick else 3.0,
+                                                  "torch" in peer_names))
+            log("  " + ", ".join(f"{n} {fmt_time(v['warm'])}" for n, v in predict[-1]["peers"].items()))
+    if not args.no_torch_backend and "torch" in peer_names:
+        for s, m, lr in sizes:
+            log(f"nn_xp on torch {size_name(s, m)} float32")
+            torch_cases.append(inference.torch_backend_case(make_problem, peers_module, time_case, s, m, lr,
+                                                            args.rounds, args.round_seconds, args.settle))
+            pk = torch_cases[-1]["timing"]["peers"]
+            log("  " + ", ".join(f"{n} {fmt_time(v['median'])}" for n, v in pk.items()))
+    return predict, torch_cases
 
 
 def main(argv=None) -> None:
@@ -1017,7 +1136,7 @@ def main(argv=None) -> None:
     peaks = {dt: matmul_peak(peak_kind, dt, args.device) for dt in args.dtypes}
 
     est_epoch = {}
-    for s, m, lr in sizes:
+    for s, m, lr in ([] if args.only_extras else sizes):
         for dt in args.dtypes:
             for mini in ([False] if args.no_minibatch or dt != args.dtypes[0] else [False, True]):
                 prob = make_problem(s, m, dt, BATCH if mini else None, args.backend, args.device, lr)
@@ -1045,6 +1164,13 @@ def main(argv=None) -> None:
     if accel and str(args.device).startswith("cuda"):
         log("GPU launches and CUDA graphs")
         res["gpu"] = gpu_extras(args)
+    if not accel:
+        res["predict"], res["torch_backend"] = extras(args, sizes, peer_names)
+    if args.previous:
+        prev = json.loads(Path(args.previous).read_text())
+        version = prev["machine"].get("versions", {}).get("nn_xp", "")
+        res["previous"] = {"date": prev["date"], "commit": version, "full": prev.get("full", []),
+                           "mini": prev.get("mini", [])}
     res["elapsed"] = time.time() - started
     res["load"].append(os.getloadavg())
     text = report(res)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -28,3 +29,16 @@ def test_a_gpu_run_never_overwrites_the_cpu_report():
     assert bench.parse_args(["--gpu"]).out.endswith("docs/benchmarks-gpu.md")
     assert bench.parse_args(["--backend", "torch", "--device", "cuda"]).out.endswith("docs/benchmarks-gpu.md")
     assert bench.parse_args([]).out.endswith("docs/benchmarks.md")
+
+
+@pytest.mark.parametrize("sizes, m", [((1, 20, 1), 37), ((4, 16, 3), 50), ((5, 16, 12, 2), 3000)])
+def test_the_predict_peers_compute_the_same_outputs(sizes, m):
+    """Issue 20: the predict table compares like with like (tuned NumPy's ping-pong buffers, torch, nn_xp)."""
+    pytest.importorskip("torch")
+    inference = bench.inference
+    peers, X = inference._peers(sizes, m, "float64", True)
+    outputs = [np.asarray(p()) for p in peers]
+    for p, out in zip(peers, outputs):
+        assert out.shape == (m, sizes[-1]), p.name
+        np.testing.assert_allclose(out, outputs[0], rtol=1e-12, atol=1e-12, err_msg=p.name)
+    assert np.shares_memory(peers[1](), outputs[1]) is False  # tuned's result outlives its buffers
