@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # ci/fetch_wheels.sh: download into .whl/ the pure-Python wheels a GPU machine without network lacks.
 #
-# The GPU machine has numpy, CuPy, torch, pytest, hypothesis, safetensors, tqdm and scikit-learn,
-# but not array-api-compat (nn_xp's dependency) nor array-api-strict (a test backend).
+# The GPU machine has numpy, CuPy, torch, pytest, hypothesis, safetensors and tqdm, but not
+# array-api-compat (nn_xp's dependency) nor array-api-strict (a test backend), which these wheels carry.
+# Nor scikit-learn or jax, which are not pure Python: their tests skip there, and examples/digits.py runs
+# without scikit-learn (its comparison column is left out).
 # ci/gpu.sh installs whatever .whl/ holds, offline. .whl/ is git-ignored: never commit the wheels.
 #
 # usage: ci/fetch_wheels.sh [NAME==VERSION ...]
@@ -11,7 +13,7 @@
 set -euo pipefail
 
 case "${1:-}" in
-  -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 PY="${PYTHON:-python3}"

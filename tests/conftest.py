@@ -8,6 +8,9 @@ skipped, with the reason, where not.
 ``array_api_strict`` runs on its default device and on ``Device("device1")``:
 an array created without ``device=`` or a hidden host round trip then fails on
 a laptop the way it would on a GPU.
+
+``jax`` runs in JAX's 64-bit mode (the tests are float64): ``JAX_ENABLE_X64=1``
+is set here unless the environment says otherwise, before anything imports jax.
 """
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ import os
 
 import pytest
 
-import nn_xp
-from nn_xp.backends import BackendUnavailableError, resolve_backend
+os.environ.setdefault("JAX_ENABLE_X64", "1")  # read by jax when it is imported, which nn_xp does lazily
+
+import nn_xp  # noqa: E402
+from nn_xp.backends import BackendUnavailableError, resolve_backend  # noqa: E402
 
 # test id -> (backend name, device)
 SPECS = {
@@ -27,6 +32,7 @@ SPECS = {
     "torch": ("torch", "cpu"),
     "torch:cuda": ("torch", "cuda"),
     "cupy": ("cupy", None),
+    "jax": ("jax", None),
 }
 
 
@@ -47,6 +53,11 @@ def _try(test_id: str):
         return resolve_backend(name, device), None
     except (BackendUnavailableError, ValueError) as exc:
         return None, str(exc)
+    except Warning as warning:  # filterwarnings=error makes a warning at import (CuPy has some) a crash here
+        first = next((line.strip() for line in str(warning).splitlines() if any(map(str.isalpha, line))), "")
+        return None, (f"importing {name} warned, which filterwarnings=error makes an error "
+                      f"({type(warning).__name__}: {first}); fix: remove what it names "
+                      f"(python -c 'import {name}' shows the whole warning)")
 
 
 def pytest_configure(config):
