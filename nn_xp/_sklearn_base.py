@@ -1,5 +1,7 @@
-"""The machinery behind nn_xp.sklearn's estimators: parameters, fitting, stopping rules, pickling.
+"""The machinery behind nn_xp.sklearn's estimators: parameters, fitting, weights, pickling.
 
+The stochastic solvers run nn_xp's ``Network.fit`` with scikit-learn's epochs as
+callbacks (:mod:`._sklearn_epochs`); lbfgs is SciPy's (:mod:`._lbfgs`).
 scikit-learn is imported here and in nn_xp.sklearn only. NumPy appears because the
 host is the point: scikit-learn's data and results.
 """
@@ -13,72 +15,36 @@ from typing import Any
 import numpy as np
 
 try:
+    import scipy.sparse as sp  # comes with scikit-learn
     from sklearn.base import BaseEstimator
-    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.exceptions import ConvergenceWarning, NotFittedError
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state, column_or_1d
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # validate_data is new in scikit-learn 1.6
     raise ImportError("nn_xp.sklearn needs scikit-learn >= 1.6: pip install 'nn_xp[sklearn]'") from exc
 
-from .backends import BackendUnavailableError
-from .callbacks import Callback, EarlyStopping, StopTraining
+from . import _lbfgs
+from ._sklearn_epochs import InvScaling, ScikitEpochs
+from .backends import BackendUnavailableError, to_numpy
 from .network import Network
 from .optimizers import SGD, Adam
 
 #: scikit-learn's activation names -> nn_xp's
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 _FLOATS = (np.float64, np.float32)
+_SPARSE = ["csr", "csc"]  # what scikit-learn's MLP takes; other formats are converted to CSR
+#: values per dense chunk when predicting from a sparse matrix
+_SPARSE_CHUNK = 1 << 20
+_STOCHASTIC = ("sgd", "adam")
 
 
-class _InvScaling(Callback):
-    """scikit-learn's ``learning_rate='invscaling'``: after each epoch ``lr = lr_init / (t + 1) ** power_t``,
-    ``t`` the number of samples seen."""
-
-    def __init__(self, initial: float, power_t: float, t: int, n_samples: int) -> None:
-        self.initial, self.power_t, self.t, self.n_samples = initial, power_t, t, n_samples
-
-    def on_train_begin(self, net: Any) -> None:
-        self.optimizer = net.optimizer
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        self.t += self.n_samples
-        self.optimizer.learning_rate = self.initial / (self.t + 1) ** self.power_t
-
-
-class _ScikitStopping(EarlyStopping):
-    """scikit-learn's stopping rule on an :class:`nn_xp.EarlyStopping`.
-
-    An epoch counts as no improvement unless it beats the best value so far by
-    ``min_delta`` (tol); the best value (and, with ``restore_best_weights``, its
-    weights) follows every gain, however small. So a loss still falling, but by
-    less than tol an epoch, stops training as in scikit-learn (Keras' rule would
-    keep going). With ``adaptive`` (``learning_rate='adaptive'``) the learning rate
-    is divided by 5 where training would stop, until it is at most 1e-6.
-    """
-
-    def __init__(self, monitor: str, patience: int, min_delta: float, restore_best_weights: bool,
-                 adaptive: bool = False) -> None:
-        super().__init__(monitor, patience, min_delta, restore_best_weights)
-        self.adaptive = adaptive
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        value = logs[self.monitor]
-        self.wait = 0 if self._improved(value) else self.wait + 1
-        if (value > self.best) if self.maximize else (value < self.best):
-            self.best, self.best_epoch = value, epoch
-            if self.restore_best_weights:
-                self.keep_best_weights()
-        if self.wait < self.patience:
-            return
-        opt = self.net.optimizer
-        if self.adaptive and opt.learning_rate > 1e-6:
-            opt.learning_rate /= 5.0
-            self.wait = 0
-            return
-        self.stopped_epoch = epoch
-        raise StopTraining(f"{self.monitor} did not improve by more than {self.min_delta} "
-                           f"for {self.patience} epochs")
+def _stochastic_solver(estimator: Any) -> bool:
+    """``partial_fit`` exists for the stochastic solvers only (scikit-learn's ``available_if`` rule)."""
+    if estimator.solver not in _STOCHASTIC:
+        raise AttributeError("partial_fit is only available for stochastic optimizers. "
+                             f"{estimator.solver} is not stochastic.")
+    return True
 
 
 class _BaseMLP(BaseEstimator):
@@ -88,8 +54,8 @@ class _BaseMLP(BaseEstimator):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, backend=None, device=None,
-                 dtype=None):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend=None,
+                 device=None, dtype=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -112,6 +78,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.backend = backend
         self.device = device
         self.dtype = dtype
@@ -123,16 +90,16 @@ class _BaseMLP(BaseEstimator):
         if hidden is None or any(isinstance(n, bool) or not isinstance(n, Integral) or n < 1 for n in hidden):
             raise ValueError(f"hidden_layer_sizes must be a positive integer or a sequence of them, "
                              f"got {h!r}")
-        for name, valid in (("activation", tuple(_ACTIVATIONS)), ("solver", ("adam", "sgd")),
+        for name, valid in (("activation", tuple(_ACTIVATIONS)), ("solver", ("lbfgs", "sgd", "adam")),
                             ("learning_rate", ("constant", "invscaling", "adaptive")),
                             ("dtype", (None, "float32", "float64"))):
             if not any(getattr(self, name) == v for v in valid):
-                hint = " ('lbfgs' is not available in nn_xp)" if name == "solver" else ""
-                raise ValueError(f"{name} must be one of {valid}, got {getattr(self, name)!r}{hint}")
+                raise ValueError(f"{name} must be one of {valid}, got {getattr(self, name)!r}")
         if not (self.batch_size == "auto" or _is_int(self.batch_size, 1)):
             raise ValueError(f"batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
-        if not _is_int(self.max_iter, 1):
-            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+        for name in ("max_iter", "max_fun"):
+            if not _is_int(getattr(self, name), 1):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not (_is_int(self.n_iter_no_change, 1) or self.n_iter_no_change == math.inf):
             raise ValueError("n_iter_no_change must be a positive integer or numpy.inf, "
                              f"got {self.n_iter_no_change!r}")
@@ -148,61 +115,119 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
         return hidden
 
+    def _validate(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+        """scikit-learn's checks of ``(X, y)``; sparse matrices come back dense (nn_xp trains on dense
+        arrays, and the device holds the whole ``X`` either way)."""
+        X, y = validate_data(self, X, y, accept_sparse=_SPARSE, multi_output=True, dtype=_FLOATS, reset=reset,
+                             **self._y_options)
+        if sp.issparse(y):
+            y = y.toarray()
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return _dense(X), y
+
     # -------------------------------------------------------------- fitting
-    def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any = None):
+    def _fit(self, X: Any, y: Any, *, incremental: bool):
         hidden = self._check_params()
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
+        # as scikit-learn: weights of an earlier fit (or assigned to coefs_) are kept by warm_start and
+        # partial_fit, and drawn afresh otherwise
         reset = not hasattr(self, "network_") or not (self.warm_start or incremental)
-        X, y = validate_data(self, X, y, multi_output=True, dtype=_FLOATS, reset=reset, **self._y_options)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        Y, stratify = self._encode(y, reset, classes)
+        X, y = self._validate(X, y, reset)
+        Y, stratify = self._encode(y, incremental)
         rs = check_random_state(self.random_state)
         if reset:
             self._initialize(X, Y, hidden, rs)
-        net = self.network_
-        X = X.astype(net.dtype_name, copy=False)  # convert on the host: the device gets the final bytes, once
+        X = X.astype(self.network_.dtype_name, copy=False)  # on the host: the device gets the final bytes
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, Y)
+        else:
+            self._fit_stochastic(X, Y, rs, stratify, incremental)
+        return self
 
+    def _fit_lbfgs(self, X: np.ndarray, Y: np.ndarray) -> None:
+        net = self.network_
+        with net.backend.context():
+            X, _ = net.as_input(X)  # to the device once
+            Y = net.as_target(Y)
+        self.n_iter_, self.loss_, losses = _lbfgs.minimize(
+            net, X, Y, alpha=self.alpha, max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
+            scale=self._loss_scale())
+        self.loss_curve_ = self.loss_curve_ + losses
+
+    def _fit_stochastic(self, X: np.ndarray, Y: np.ndarray, rs: np.random.RandomState, stratify: Any,
+                        incremental: bool) -> None:
+        net = self.network_
         X, Y, validation = self._hold_out(X, Y, rs, stratify)
         n = X.shape[0]
         batch_size = self._batch_size(n)
-
-        callbacks: list[Callback] = []
+        epochs = self._epochs(validation)
+        callbacks = [epochs]
         if self.solver == "sgd" and self.learning_rate == "invscaling":
-            callbacks.append(_InvScaling(self.learning_rate_init, self.power_t, self.t_, n))
-        stop = None
-        if not incremental:
-            monitor, min_delta = (("loss", self.tol) if validation is None
-                                  else self._val_monitor(validation[1]))
-            # scikit-learn stops once n_iter_no_change epochs in a row failed to improve, on the next one
-            rounds = self.max_iter if self.n_iter_no_change == math.inf else int(self.n_iter_no_change)
-            patience = rounds + 1
-            stop = _ScikitStopping(monitor, patience, min_delta, restore_best_weights=validation is not None,
-                                   adaptive=self.solver == "sgd" and self.learning_rate == "adaptive")
-            callbacks.append(stop)
+            callbacks.append(InvScaling(self.learning_rate_init, self.power_t, self.t_, n))
         keep = incremental and net.optimizer is not None  # partial_fit continues the optimizer's state
-        history = net.fit(X, Y, epochs=1 if incremental else self.max_iter,
-                          optimizer=None if keep else self._optimizer(batch_size), batch_size=batch_size,
-                          shuffle=self.shuffle, validation_data=validation, callbacks=callbacks,
-                          verbose=2 if self.verbose else 0)
+        diverged = interrupted = None
+        try:
+            net.fit(X, Y, epochs=1 if incremental else self.max_iter,
+                    optimizer=None if keep else self._optimizer(batch_size), batch_size=batch_size,
+                    shuffle=self.shuffle, callbacks=callbacks, verbose=0)
+        except FloatingPointError as exc:  # nn_xp rolled the network back to finite weights
+            diverged = exc
+        except KeyboardInterrupt:  # scikit-learn keeps what was trained (nn_xp undid the half-done epoch)
+            warnings.warn("Training interrupted by user.", UserWarning, stacklevel=4)
+            interrupted = True
+        self._record(epochs, n, validation is not None, diverged is not None)
+        if (diverged or interrupted) and validation is not None and epochs.best_weights is not None:
+            net.restore(epochs.best_weights)  # what EarlyStopping does at the end of a fit that ends well
+        if diverged is not None:
+            if validation is None:  # scikit-learn's error
+                raise ValueError(_lbfgs.NONFINITE) from diverged
+            warnings.warn(f"the loss became non-finite in iteration {self.n_iter_}; training stopped there "
+                          "and kept the weights of the best validation score "
+                          f"({self.best_validation_score_:f}). Try a smaller learning_rate_init, or scale "
+                          "the data.", ConvergenceWarning, stacklevel=4)
+        elif (not (incremental or interrupted) and self.n_iter_ == self.max_iter
+              and epochs.stopped_epoch is None):
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                          "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=4)
 
-        self.n_iter_ = len(history)
-        self.t_ += self.n_iter_ * n
-        self.loss_curve_ = self.loss_curve_ + history["loss"]
-        self.loss_ = self.loss_curve_[-1]
+    def _epochs(self, validation: tuple[np.ndarray, np.ndarray] | None) -> ScikitEpochs:
+        """scikit-learn's stopping rule, continuing where the last fit or partial_fit left it."""
+        rounds = self.max_iter if self.n_iter_no_change == math.inf else int(self.n_iter_no_change)
+        score = None
         if validation is not None:
-            scores = self._val_scores(history, validation[1])
-            self.validation_scores_ = list(self.validation_scores_ or []) + scores
-            self.best_validation_score_ = max(scores)
-            self.best_loss_ = None
+            net, (Xv, Yv) = self.network_, validation
+            with net.backend.context():
+                Xv_device, _ = net.as_input(Xv)  # to the device once; predicted there after every epoch
+
+            def score() -> float:
+                return self._score_outputs(to_numpy(net.predict(Xv_device)), Yv)
+
+        # a solver or early_stopping changed between warm starts: the rule starts afresh
+        best = getattr(self, "best_loss_" if score is None else "best_validation_score_", None)
+        # scikit-learn stops once n_iter_no_change epochs in a row failed to improve, on the next one
+        return ScikitEpochs("val_score" if score else "loss", rounds + 1, self.tol,
+                            restore_best_weights=validation is not None,
+                            adaptive=self.solver == "sgd" and self.learning_rate == "adaptive", score=score,
+                            scale=self._loss_scale(), verbose=bool(self.verbose), best=best,
+                            wait=getattr(self, "_no_improvement_count", 0))
+
+    def _record(self, epochs: ScikitEpochs, n: int, validated: bool, diverged: bool) -> None:
+        """The fitted attributes after the epochs of a fit; one more, NaN, for an epoch that diverged."""
+        nan = [math.nan] if diverged else []
+        self.n_iter_ = len(epochs.losses) + len(nan)
+        self.t_ += self.n_iter_ * n
+        self.loss_curve_ = self.loss_curve_ + epochs.losses + nan
+        self.loss_ = self.loss_curve_[-1]
+        self._no_improvement_count = epochs.wait
+        if validated:
+            before = list(getattr(self, "validation_scores_", None) or [])
+            self.validation_scores_ = before + epochs.scores + nan
+            self.best_validation_score_, self.best_loss_ = epochs.best, None
         else:
             self.validation_scores_ = self.best_validation_score_ = None
-            self.best_loss_ = min(self.loss_curve_)
-        if not incremental and self.n_iter_ == self.max_iter and stop.stopped_epoch is None:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                          "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=3)
-        return self
+            self.best_loss_ = epochs.best
 
     def _hold_out(self, X: np.ndarray, Y: np.ndarray, rs: np.random.RandomState, stratify: Any):
         """The training part and, with early stopping, scikit-learn's validation split (else None)."""
@@ -219,7 +244,7 @@ class _BaseMLP(BaseEstimator):
         batch_size = min(200, n) if self.batch_size == "auto" else self.batch_size
         if batch_size > n:
             warnings.warn("Got `batch_size` larger than sample size. It is going to be clipped", UserWarning,
-                          stacklevel=4)
+                          stacklevel=5)
             batch_size = n
         return batch_size
 
@@ -233,7 +258,18 @@ class _BaseMLP(BaseEstimator):
                                 backend=self.backend, device=self.device, dtype=self.dtype or X.dtype.name,
                                 seed=seed)
         self.n_layers_, self.n_outputs_ = len(sizes), n_out
-        self.t_, self.loss_curve_, self.validation_scores_ = 0, [], None
+        self.n_iter_, self.t_, self.loss_curve_ = 0, 0, []
+        if self.solver in _STOCHASTIC:  # scikit-learn's bookkeeping of the stopping rule
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -math.inf, None
+            else:
+                self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, math.inf
+
+    def _loss_scale(self) -> float:
+        """What the data loss is divided by in what is reported: scikit-learn's squared error is a mean over
+        the outputs (its gradient, nn_xp's loss, the sum)."""
+        return float(self.n_outputs_) if self.network_.loss_fn.name == "mse" else 1.0
 
     def _optimizer(self, batch_size: int):
         # scikit-learn adds alpha * W / batch to each batch's gradient: L2 decay of alpha / batch_size
@@ -244,7 +280,8 @@ class _BaseMLP(BaseEstimator):
                    nesterov=bool(self.nesterovs_momentum and self.momentum), weight_decay=decay)
 
     def fit(self, X: Any, y: Any):
-        """Train on ``(X, y)`` for up to ``max_iter`` epochs (from the current weights when ``warm_start``).
+        """Train on ``(X, y)``: up to ``max_iter`` epochs (iterations for lbfgs), from the current weights
+        when ``warm_start``.
 
         Returns
         -------
@@ -256,22 +293,61 @@ class _BaseMLP(BaseEstimator):
 
     # ----------------------------------------------------------- predicting
     def _forward(self, X: Any) -> np.ndarray:
-        """The output layer's activations, as host NumPy."""
+        """The output layer's activations, as host NumPy (a sparse ``X`` densified a few rows at a time)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=_FLOATS)
-        return self.network_.predict(X.astype(self.network_.dtype_name, copy=False))
+        X = validate_data(self, X, accept_sparse=_SPARSE, reset=False, dtype=_FLOATS)
+        net = self.network_
+        if not sp.issparse(X):
+            return net.predict(X.astype(net.dtype_name, copy=False))
+        X, rows = X.tocsr(), max(1, _SPARSE_CHUNK // max(1, X.shape[1]))
+        return np.concatenate([net.predict(X[lo:lo + rows].toarray().astype(net.dtype_name, copy=False))
+                               for lo in range(0, X.shape[0], rows)])
 
+    # -------------------------------------------------------------- weights
     @property
     def coefs_(self) -> list[np.ndarray]:
-        """Host copies of the weight matrices in scikit-learn's layout ``(n_in, n_out)``."""
+        """The weight matrices in scikit-learn's layout ``(n_in, n_out)``: read-only host copies.
+
+        Assign a list to change them (``est.coefs_ = new``); the arrays are
+        read-only because an edit in place could not reach the network's device.
+        """
         check_is_fitted(self)
-        return [W.T for W, _ in self.network_.get_weights()]
+        return [_read_only(W.T) for W, _ in self.network_.get_weights()]
+
+    @coefs_.setter
+    def coefs_(self, coefs: Any) -> None:
+        self._assign("coefs_", coefs)
 
     @property
     def intercepts_(self) -> list[np.ndarray]:
-        """Host copies of the bias vectors."""
+        """The bias vectors: read-only host copies (assign a list to change them, as for ``coefs_``)."""
         check_is_fitted(self)
-        return [b for _, b in self.network_.get_weights()]
+        return [_read_only(b) for _, b in self.network_.get_weights()]
+
+    @intercepts_.setter
+    def intercepts_(self, intercepts: Any) -> None:
+        self._assign("intercepts_", intercepts)
+
+    def _assign(self, name: str, arrays: Any) -> None:
+        """Replace every layer's weights (``coefs_``) or biases (``intercepts_``), all checked first;
+        warm_start and partial_fit then continue from them, as in scikit-learn."""
+        if not hasattr(self, "network_"):
+            raise NotFittedError(f"{name} can be assigned once this {type(self).__name__} is fitted (fit, or "
+                                 "one partial_fit, makes its layers); assignment replaces the fitted values")
+        pairs = self.network_.get_weights()
+        coefs = name == "coefs_"
+        expected = [W.T.shape if coefs else b.shape for W, b in pairs]
+        try:
+            arrays = [np.asarray(a) for a in arrays]
+        except TypeError:
+            raise TypeError(f"{name} must be a list of arrays, one per layer, "
+                            f"got {type(arrays).__name__}") from None
+        if len(arrays) != len(expected):
+            raise ValueError(f"{name} must hold {len(expected)} arrays (one per layer), got {len(arrays)}")
+        for i, (a, shape) in enumerate(zip(arrays, expected)):
+            if a.shape != shape:
+                raise ValueError(f"{name}[{i}] must have shape {shape} (the fitted network's), got {a.shape}")
+        self.network_.set_weights([(a.T, b) if coefs else (W, a) for a, (W, b) in zip(arrays, pairs)])
 
     # -------------------------------------------------------------- pickling
     def __getstate__(self) -> dict:
@@ -300,9 +376,31 @@ class _BaseMLP(BaseEstimator):
         if saved is not None:
             self.network_ = _rebuild(saved)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # taken, and densified (see _validate)
+        return tags
+
 
 def _is_int(value: Any, low: int) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool) and value >= low
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def _dense(X: Any) -> np.ndarray:
+    if not sp.issparse(X):
+        return X
+    try:
+        return X.toarray()
+    except MemoryError as exc:
+        gib = X.shape[0] * X.shape[1] * X.dtype.itemsize / 2**30
+        raise MemoryError(f"nn_xp trains on dense arrays, and the sparse X of shape {X.shape} needs "
+                          f"{gib:.1f} GiB dense; reduce it first (sklearn.decomposition.TruncatedSVD, say)"
+                          ) from exc
 
 
 def _device_spec(device: Any) -> Any:

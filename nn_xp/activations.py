@@ -6,6 +6,7 @@ never recomputes an exponential. Everything goes through the namespace ``xp``.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,8 +28,8 @@ class Activation:
     forward : callable ``(z, xp, out=None) -> a``
         Never writes ``z`` unless ``out`` is ``z`` (in place, as inference does).
         Returns ``z`` itself for the identity, else a new array, or ``out`` when a
-        buffer is given (NumPy and CuPy; see _kernels; softmax, an output only,
-        always returns a new array).
+        buffer is given (NumPy and CuPy; see _kernels; softmax and exp, output
+        activations, always return a new array).
     derivative : callable ``(z, a, xp) -> g'(z)``, or None
         The elementwise derivative, same dtype as ``z``. None only for
         softmax, which is used fused with cross-entropy (its Jacobian is not elementwise).
@@ -124,6 +125,24 @@ def _leaky_relu_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: 
     return xp.where(a > 0, dA, dA * LEAKY_SLOPE)
 
 
+# --- exp (the output of the Poisson loss: the inverse of its log link) -------
+def _exp(z: Array, xp: Namespace, out: Array | None = None) -> Array:
+    # a new array, as softmax's; z is capped at log(largest finite), so exp saturates there instead of
+    # overflowing to inf with a warning (a fit that gets there diverges, and fit says so)
+    info = xp.finfo(z.dtype)
+    cap = math.log(info.max) * (1.0 - 4.0 * info.eps)  # below log(max) once rounded to the dtype
+    return xp.exp(xp.minimum(z, cap))
+
+
+def _exp_derivative(z: Array, a: Array, xp: Namespace) -> Array:
+    return a * 1.0  # exp' = exp: what forward computed (a copy, never a itself)
+
+
+def _exp_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
+    dA *= a
+    return dA
+
+
 # --- softmax (only as an output fused with cross-entropy) -------------------
 def _softmax(z: Array, xp: Namespace, out: Array | None = None) -> Array:
     e = xp.exp(z - xp.max(z, axis=1, keepdims=True))  # max shift: exp never overflows
@@ -140,6 +159,7 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("relu", _relu, _relu_derivative, _relu_backward),
         Activation("leaky_relu", _leaky_relu, _leaky_relu_derivative, _leaky_relu_backward),
         Activation("softmax", _softmax, None, None),
+        Activation("exp", _exp, _exp_derivative, _exp_backward),
     )
 }
 ACTIVATIONS["linear"] = IDENTITY = ACTIVATIONS["identity"]

@@ -41,7 +41,7 @@ INPUT, OUTPUT, LABELS = "X", "Y", "labels"
 #: ``check`` accepts ``|onnx - predict| <= tol * (1 + |predict|)`` elementwise, with tol for the model's dtype
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 
-_SIMPLE = {"identity": "Identity", "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
+_SIMPLE = {"identity": "Identity", "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "exp": "Exp"}
 
 
 def _require(module: str, who: str, extra: str = "onnx") -> Any:

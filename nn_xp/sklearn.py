@@ -1,25 +1,29 @@
 """scikit-learn estimators trained by nn_xp: ``MLPClassifier`` and ``MLPRegressor``.
 
 scikit-learn is an optional extra (``pip install 'nn_xp[sklearn]'``), imported
-only here. The estimators take scikit-learn's host data (NumPy, pandas, lists),
-check it with scikit-learn's own validation, move it to the backend's device once
-per ``fit`` and hand predictions back as NumPy. A fitted estimator pickles its
+only here and in the private modules behind it. The estimators take
+scikit-learn's host data (NumPy, pandas, lists, SciPy sparse matrices), check it
+with scikit-learn's own validation, move it to the backend's device once per
+``fit`` and hand predictions back as NumPy. docs/sklearn.md lists what is
+identical to scikit-learn 1.9 and what differs. A fitted estimator pickles its
 weights (and optimizer state) as host NumPy arrays, so a model trained on a GPU
 loads anywhere; see ``__getstate__``.
 
 NumPy appears here because the host is the point: scikit-learn's data and results.
 """
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 (nn_xp's import first: it says how to install scikit-learn)
 
-import math
 from typing import Any
 
 import numpy as np
-from sklearn.base import ClassifierMixin, RegressorMixin  # noqa: E402
-from sklearn.preprocessing import LabelBinarizer  # noqa: E402
-from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels  # noqa: E402
 
-from ._sklearn_base import _BaseMLP, _ScikitStopping  # noqa: F401 (imports scikit-learn, or says how to)
+from ._sklearn_base import _BaseMLP, _stochastic_solver  # first: imports scikit-learn, or says how to
+
+from sklearn.base import ClassifierMixin, RegressorMixin  # noqa: E402
+from sklearn.metrics import accuracy_score, r2_score  # noqa: E402
+from sklearn.preprocessing import LabelBinarizer  # noqa: E402
+from sklearn.utils.metaestimators import available_if  # noqa: E402
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels  # noqa: E402
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -34,14 +38,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------
     hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t,
     max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
-    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change
+    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
         As in :class:`sklearn.neural_network.MLPClassifier`, with the same
-        defaults; ``solver`` is ``"adam"`` or ``"sgd"`` (no ``"lbfgs"``). ``alpha``
-        becomes the optimizer's L2 ``weight_decay = alpha / batch_size`` (the
-        gradient scikit-learn adds), and ``loss_curve_`` holds the data loss
-        without the penalty. Training stops by scikit-learn's rule, on the
-        training loss or, with ``early_stopping``, on the validation accuracy
-        (the best epoch's weights are then kept).
+        defaults and the same stopping rules, messages, warnings and verbose
+        lines. ``solver="lbfgs"`` is SciPy's L-BFGS-B on nn_xp's loss and gradient
+        (see :mod:`nn_xp._lbfgs`). For ``"adam"`` and ``"sgd"``, ``alpha`` becomes
+        the optimizer's L2 ``weight_decay = alpha / batch_size`` (the gradient
+        scikit-learn adds) and ``loss_curve_`` holds the data loss without the
+        penalty. A fit that diverges raises scikit-learn's ``ValueError`` (the
+        network back at its last finite weights) or, with ``early_stopping``,
+        ends with the best epoch's weights and a NaN score for the diverged one.
+        Sparse ``X`` is taken and densified (see docs/sklearn.md).
     backend, device : optional
         Where to train: see :func:`nn_xp.resolve_backend` (default ``NN_XP_BACKEND``,
         else CuPy when a CUDA GPU answers, else NumPy).
@@ -53,7 +60,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------
     classes_, n_features_in_, feature_names_in_, loss_, loss_curve_, best_loss_, validation_scores_,
     best_validation_score_, n_iter_, t_, n_layers_, n_outputs_, out_activation_, coefs_, intercepts_
-        As in scikit-learn (``coefs_`` and ``intercepts_`` are host copies).
+        As in scikit-learn. ``coefs_`` and ``intercepts_`` are read-only host
+        copies; assigning a list replaces the network's weights (warm_start and
+        partial_fit then continue from them). lbfgs also records ``loss_curve_``.
     network_ : nn_xp.Network
         The trained network, on its backend's device.
 
@@ -69,50 +78,67 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     _y_options: dict = {}
 
-    def _encode(self, y: np.ndarray, reset: bool, classes: Any) -> tuple[np.ndarray, Any]:
-        """Targets for nn_xp (class ids for multiclass, else 0/1 columns) and the labels to stratify on."""
+    def _encode(self, y: np.ndarray, incremental: bool) -> tuple[np.ndarray, Any]:
+        """Targets for nn_xp (class ids for multiclass, else 0/1 columns) and what early stopping stratifies
+        on (binary targets only, as in scikit-learn)."""
         check_classification_targets(y)
-        if reset:
-            multilabel = type_of_target(y).startswith("multilabel")
-            self._label_binarizer = LabelBinarizer().fit(y if classes is None or multilabel else classes)
+        # scikit-learn's rule: classes are learnt afresh unless warm_start or partial_fit continues a fit;
+        # then warm_start needs the same classes, and partial_fit no class outside them
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._label_binarizer.classes_
         else:
-            unseen = np.setdiff1d(unique_labels(y), self.classes_)
-            if len(unseen):
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same classes as in the "
+                                     f"previous call to fit. Previously got {self.classes_}, "
+                                     f"`y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError("`y` has classes not in `self.classes_`. "
-                                 f"`self.classes_` has {self.classes_}. "
-                                 f"'y' has {unique_labels(y)}.")
+                                 f"`self.classes_` has {self.classes_}. 'y' has {classes}.")
         Y = self._label_binarizer.transform(y)
-        if self._label_binarizer.y_type_ == "multiclass":
-            Y = np.argmax(Y, axis=1)  # class ids: the device one-hot encodes them
-        if self._label_binarizer.y_type_.startswith("multilabel"):
-            return Y, None
-        labels = Y if Y.ndim == 1 else Y[:, 0]
-        return Y, (labels if np.unique(labels, return_counts=True)[1].min() >= 2 else None)
+        kind = self._label_binarizer.y_type_
+        if kind == "multiclass":
+            return np.argmax(Y, axis=1), None  # class ids: the device one-hot encodes them
+        return Y, (Y.astype(bool) if kind == "binary" else None)  # scikit-learn's (n, 1) bool column
 
     def _output(self) -> tuple[str, str, str]:
         if self._label_binarizer.y_type_ == "multiclass":
             return "cross_entropy", "softmax", "softmax"
         return "binary_cross_entropy", "sigmoid", "logistic"
 
-    def _val_monitor(self, Yv: np.ndarray) -> tuple[str, float]:
-        return "val_accuracy", self.tol
+    def _score_outputs(self, A: np.ndarray, Y: np.ndarray) -> float:
+        """scikit-learn's validation score, the accuracy (of whole rows, for multilabel), from the outputs."""
+        if A.shape[1] > 1 and Y.ndim == 1:  # softmax against class ids
+            return float(accuracy_score(Y, np.argmax(A, axis=1)))
+        predicted = (A > 0.5).astype(Y.dtype)  # LabelBinarizer's threshold
+        return float(accuracy_score(Y.ravel(), predicted.ravel()) if A.shape[1] == 1
+                     else accuracy_score(Y, predicted))
 
-    def _val_scores(self, history: Any, Yv: np.ndarray) -> list[float]:
-        return list(history["val_accuracy"])
-
+    @available_if(_stochastic_solver)
     def partial_fit(self, X: Any, y: Any, classes: Any = None):
         """One epoch over ``(X, y)``, continuing the weights and the optimizer state.
 
-        ``classes`` (every label that will ever appear) is required on the first call.
+        ``classes`` (every label that will ever appear) is required on the first
+        call; ``y`` may hold only some of them, never others.
         """
-        if not hasattr(self, "classes_"):
-            if classes is None and not type_of_target(y).startswith("multilabel"):
+        first = getattr(self, "classes_", None) is None
+        if first:
+            if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
+            self.classes_ = unique_labels(classes)  # the first call: y is checked against them in _fit
+            multilabel = type_of_target(y).startswith("multilabel")
+            self._label_binarizer = LabelBinarizer().fit(y if multilabel else classes)
         elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
             raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, "
                              f"was: {self.classes_!r}")
-        return self._fit(X, y, incremental=True, classes=classes)
+        try:
+            return self._fit(X, y, incremental=True)
+        except BaseException:
+            if first and not hasattr(self, "network_"):  # a failed first call leaves no classes behind
+                del self.classes_, self._label_binarizer
+            raise
 
     def predict(self, X: Any) -> np.ndarray:
         """Class labels (an indicator matrix for multilabel targets), as NumPy."""
@@ -138,13 +164,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor (squared error, identity output) with scikit-learn's interface.
+    """Multi-layer perceptron regressor with scikit-learn's interface, trained by nn_xp on any backend.
 
     Parameters and attributes are those of :class:`MLPClassifier` (less
-    ``classes_``), with scikit-learn's ``loss`` first; only ``"squared_error"``
-    is available. With ``early_stopping`` the validation score is R² (the
-    variance-weighted one for several outputs), monitored through the validation
-    loss with ``min_delta`` scaled so that ``tol`` applies to R².
+    ``classes_``), with scikit-learn's ``loss`` first: ``"squared_error"``
+    (identity output) or ``"poisson"`` (scikit-learn's half Poisson deviance, with
+    an ``exp`` output; ``y`` must be non-negative). With ``early_stopping`` the
+    validation score is scikit-learn's R² (averaged over the outputs, 0.0 for a
+    constant target that is not predicted exactly).
 
     Examples
     --------
@@ -165,8 +192,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  power_t=0.5, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
                  warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, backend=None, device=None,
-                 dtype=None):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend=None,
+                 device=None, dtype=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
@@ -174,32 +201,27 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             warm_start=warm_start,
             momentum=momentum, nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
             validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-            n_iter_no_change=n_iter_no_change, backend=backend, device=device, dtype=dtype)
+            n_iter_no_change=n_iter_no_change, max_fun=max_fun, backend=backend, device=device, dtype=dtype)
         self.loss = loss
 
-    def _encode(self, y: np.ndarray, reset: bool, classes: Any) -> tuple[np.ndarray, None]:
-        if self.loss != "squared_error":
-            raise ValueError(f"loss must be 'squared_error', got {self.loss!r} "
-                             "('poisson' is not available in nn_xp)")
+    def _encode(self, y: np.ndarray, incremental: bool) -> tuple[np.ndarray, None]:
+        if not any(self.loss == name for name in _LOSSES):
+            raise ValueError(f"loss must be one of {tuple(_LOSSES)}, got {self.loss!r}")
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("Some value(s) of y are negative which is not allowed for Poisson regression.")
         return y, None
 
     def _output(self) -> tuple[str, str, str]:
-        return "mse", "identity", "identity"
+        return _LOSSES[self.loss]
 
-    @staticmethod
-    def _sst(Yv: np.ndarray) -> float:
-        """Half the total sum of squares per validation sample: val_loss = sst * (1 - R²)."""
-        Yv = Yv.reshape(Yv.shape[0], -1)
-        return 0.5 * float(np.sum((Yv - Yv.mean(axis=0)) ** 2)) / Yv.shape[0]
+    def _score_outputs(self, A: np.ndarray, Y: np.ndarray) -> float:
+        """scikit-learn's validation score: R² (averaged over the outputs), NaN where a prediction is not
+        finite."""
+        if not np.all(np.isfinite(A)):
+            return float("nan")
+        return float(r2_score(Y, A.ravel() if A.shape[1] == 1 else A))
 
-    def _val_monitor(self, Yv: np.ndarray) -> tuple[str, float]:
-        sst = self._sst(Yv)
-        return "val_loss", self.tol * sst if sst > 0 else self.tol
-
-    def _val_scores(self, history: Any, Yv: np.ndarray) -> list[float]:
-        sst = self._sst(Yv)
-        return [1.0 - v / sst if sst > 0 else math.nan for v in history["val_loss"]]
-
+    @available_if(_stochastic_solver)
     def partial_fit(self, X: Any, y: Any):
         """One epoch over ``(X, y)``, continuing the weights and the optimizer state."""
         return self._fit(X, y, incremental=True)
@@ -212,4 +234,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
+        tags.target_tags.positive_only = self.loss == "poisson"
         return tags
+
+
+#: scikit-learn's regression losses -> nn_xp's loss, its output activation, and scikit-learn's name for it
+_LOSSES = {"squared_error": ("mse", "identity", "identity"), "poisson": ("poisson", "exp", "exp")}

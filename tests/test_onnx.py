@@ -29,6 +29,7 @@ PAIRINGS = {  # loss -> (output activation, output units)
     "binary_cross_entropy": ("sigmoid", 1),
     "binary_cross_entropy-3": ("sigmoid", 3),
     "cross_entropy": ("softmax", 3),
+    "poisson": ("exp", 2),
 }
 
 

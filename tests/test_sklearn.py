@@ -22,23 +22,31 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 import nn_xp  # noqa: E402
 from nn_xp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
-# the defaults, then small, quick configurations (the checks fit a few hundred times): SGD with momentum
-# and the adaptive rate, and float32 training
+# the defaults (dtype=None: the data's), then small, quick configurations (the checks fit a few hundred
+# times) in every dtype and with every solver: Adam, SGD with momentum and the adaptive rate, lbfgs, and the
+# Poisson loss
 CHECKED = [
     MLPClassifier(backend="numpy"),
     MLPRegressor(backend="numpy"),
-    MLPClassifier((16,), learning_rate_init=0.01, max_iter=60, backend="numpy"),
-    MLPRegressor(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=60, backend="numpy"),
+    MLPClassifier((16,), learning_rate_init=0.01, max_iter=60, backend="numpy", dtype="float64"),
+    MLPRegressor(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=60, backend="numpy",
+                 dtype="float64"),
     MLPClassifier((8, 8), activation="tanh", solver="sgd", learning_rate="adaptive", learning_rate_init=0.05,
-                  max_iter=60, backend="numpy"),
+                  max_iter=60, backend="numpy", dtype="float32"),
     MLPRegressor(hidden_layer_sizes=(16,), activation="tanh", learning_rate_init=0.02, max_iter=60,
                  backend="numpy", dtype="float32"),
+    MLPClassifier((16,), solver="lbfgs", max_iter=30, backend="numpy"),
+    MLPRegressor(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=30, backend="numpy", dtype="float32"),
+    MLPRegressor("poisson", hidden_layer_sizes=(16,), learning_rate_init=0.02, backend="numpy"),
 ]
 
 
 def expected_failed_checks(estimator) -> dict[str, str]:
     """The checks that cannot pass, with the reason; scikit-learn marks them xfail (strict here)."""
-    if estimator.dtype == "float32":
+    if isinstance(estimator, MLPRegressor) and estimator.loss == "poisson":
+        return {"check_regressor_multioutput": "its make_regression targets are negative whatever the "
+                                               "positive_only tag says, and the Poisson loss refuses them"}
+    if estimator.dtype == "float32" and isinstance(estimator, MLPRegressor):
         return {"check_regressor_multioutput": "dtype='float32' asks for float32 training, and predictions "
                                                "come back in float32; the check demands float64"}
     return {}
@@ -47,6 +55,10 @@ def expected_failed_checks(estimator) -> dict[str, str]:
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @parametrize_with_checks(CHECKED, expected_failed_checks=expected_failed_checks)
 def test_sklearn_estimator_checks(estimator, check):
+    if estimator.dtype == "float32" and check.func.__name__ == "check_methods_sample_order_invariance":
+        # skipped, not xfailed: whether float32 sums in another row order stay within the check's rtol=1e-7
+        # depends on the BLAS kernel the CPU gets
+        pytest.skip("float32 training: row order changes the last bits of float32 predictions")
     check(estimator)
 
 
@@ -189,7 +201,7 @@ def test_dtype_follows_input_unless_given():
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"solver": "lbfgs"}, "lbfgs"), ({"activation": "softmax"}, "activation"),
+    ({"solver": "newton"}, "solver"), ({"activation": "softmax"}, "activation"), ({"max_fun": 0}, "max_fun"),
     ({"hidden_layer_sizes": (4, 0)}, "hidden_layer_sizes"), ({"batch_size": 0}, "batch_size"),
     ({"max_iter": 0}, "max_iter"), ({"alpha": -1.0}, "alpha"), ({"dtype": "float16"}, "dtype"),
     ({"early_stopping": True, "validation_fraction": 1.0}, "validation_fraction"),
@@ -203,8 +215,7 @@ def test_invalid_parameters_name_themselves(params, match):
 
 @pytest.mark.parametrize("ours, name", [(MLPClassifier, "MLPClassifier"), (MLPRegressor, "MLPRegressor")])
 def test_signature_mirrors_scikit_learn(ours, name):
-    """The same parameters, order and defaults as scikit-learn's, less lbfgs' max_fun, plus
-    backend/device/dtype."""
+    """The same parameters, order and defaults as scikit-learn's, plus backend/device/dtype."""
     import inspect
 
     import sklearn.neural_network
@@ -212,13 +223,13 @@ def test_signature_mirrors_scikit_learn(ours, name):
     def params(cls):
         return [(p.name, p.default, p.kind) for p in inspect.signature(cls.__init__).parameters.values()][1:]
 
-    theirs = [p for p in params(getattr(sklearn.neural_network, name)) if p[0] != "max_fun"]
+    theirs = params(getattr(sklearn.neural_network, name))
     assert params(ours)[:len(theirs)] == theirs
     assert [p[:2] for p in params(ours)[len(theirs):]] == [("backend", None), ("device", None),
                                                            ("dtype", None)]
     if name == "MLPRegressor":
-        with pytest.raises(ValueError, match="poisson"):
-            MLPRegressor("poisson").fit(np.ones((4, 1)), np.ones(4))
+        with pytest.raises(ValueError, match="loss must be one of .'squared_error', 'poisson'., got 'huber'"):
+            MLPRegressor("huber").fit(np.ones((4, 1)), np.ones(4))
 
 
 def test_not_fitted():
@@ -301,22 +312,28 @@ def test_every_backend_takes_host_data_and_returns_numpy(backend, backend_id):
 
 
 def test_stopping_follows_scikit_learns_rule():
-    """A loss still falling, but by less than tol an epoch, stops after n_iter_no_change + 1 such epochs;
-    with learning_rate='adaptive' the rate is divided by 5 instead, until it is at most 1e-6."""
-    from nn_xp.sklearn import _ScikitStopping
+    """A loss still falling, but by less than tol an epoch, stops after n_iter_no_change + 1 such epochs
+    (falling by exactly tol, or a NaN, counts as an improvement, as in scikit-learn); with
+    learning_rate='adaptive' the rate is divided by 5 instead, until it is at most 1e-6."""
+    from nn_xp._sklearn_epochs import ScikitEpochs
 
     net = nn_xp.Network([2, 1], backend="numpy")
     net.optimizer = nn_xp.SGD(0.1)
-    stop = _ScikitStopping("loss", patience=3, min_delta=0.1, restore_best_weights=False)
+    stop = ScikitEpochs("loss", patience=3, min_delta=0.125, restore_best_weights=False)
     stop.on_train_begin(net)
     stop.on_epoch_end(0, {"loss": 1.0})
-    stop.on_epoch_end(1, {"loss": 0.5})  # improved by more than tol
-    for epoch, loss in enumerate([0.45, 0.40], start=2):  # falling by less than tol
+    stop.on_epoch_end(1, {"loss": 0.875})  # improved by exactly tol: scikit-learn's loss > best - tol fails
+    assert stop.wait == 0
+    for epoch, loss in enumerate([0.85, 0.8], start=2):  # falling by less than tol
         stop.on_epoch_end(epoch, {"loss": loss})
-    assert stop.best == 0.40 and stop.wait == 2
+    assert stop.best == 0.8 and stop.wait == 2 and stop.losses == [1.0, 0.875, 0.85, 0.8]
+    stop.on_epoch_end(4, {"loss": float("nan")})
+    assert stop.wait == 0 and stop.best == 0.8
+    for epoch in (5, 6):
+        stop.on_epoch_end(epoch, {"loss": 0.79})
     with pytest.raises(nn_xp.StopTraining):
-        stop.on_epoch_end(4, {"loss": 0.35})
-    adaptive = _ScikitStopping("loss", patience=1, min_delta=0.1, restore_best_weights=False, adaptive=True)
+        stop.on_epoch_end(7, {"loss": 0.78})
+    adaptive = ScikitEpochs("loss", patience=1, min_delta=0.1, restore_best_weights=False, adaptive=True)
     adaptive.on_train_begin(net)
     adaptive.on_epoch_end(0, {"loss": 1.0})
     adaptive.on_epoch_end(1, {"loss": 1.0})
