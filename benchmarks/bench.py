@@ -1033,7 +1033,7 @@ def parse_args(argv=None):
         args.device = "cuda"
     accel = args.backend != "numpy"
     args.dtypes = (args.dtypes or ("float32" if accel else "float32,float64")).split(",")
-    # --gpu must fit ci/gpu.sh's 120 s for the benchmark step, CuPy's first kernel compilations included
+    # --gpu must fit `ci/gpu.sh --bench` (240 s with install and preflight), CuPy's compilations included
     args.rounds = args.rounds or (3 if args.quick else 5 if accel else 7)
     args.round_seconds = args.round_seconds or (0.05 if args.quick or accel else 0.25)
     # OpenBLAS's idle workers spin for ~0.1 s after a call, and slow whatever runs next on 2 cores

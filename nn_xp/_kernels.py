@@ -13,19 +13,21 @@ import importlib
 import math
 from typing import Any
 
-from array_api_compat import is_cupy_namespace, is_numpy_namespace, is_torch_namespace
+from array_api_compat import is_cupy_namespace, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
 from ._typing import Array, Namespace
 
 __all__ = ["all_finite", "column_sum", "copy_into", "descend", "flat_portable_parameters", "flat_view",
            "linear", "matmul_function", "maximum", "multiply", "rsub", "sigmoid", "slices_are_views",
-           "supports_out", "tanh"]
+           "supports_out", "tanh", "weight_gradient"]
 
 _NATIVE: dict[str, Any] = {}
 
 
 def supports_out(xp: Namespace) -> bool:
-    """Whether ``xp``'s library writes into ``out=`` buffers (NumPy, CuPy)."""
+    """Whether the engine should write into ``out=`` buffers of ``xp``'s library (NumPy, CuPy). torch takes
+    ``out=`` too, but into a view of a larger buffer its products are twenty times slower (measured: 50 µs
+    for a 20 x 2 result, against 2.5 µs into a tensor of its own), and the flat gradients are such views."""
     return is_numpy_namespace(xp) or is_cupy_namespace(xp)
 
 
@@ -77,11 +79,17 @@ def copy_into(dst: Array, src: Array, xp: Namespace) -> None:
         dst[...] = src
 
 
-def column_sum(x: Array, xp: Namespace) -> Array:
-    """``sum(x, axis=0)``, by the array's own method where it has one (the wrapper's costs a microsecond)."""
-    if slices_are_views(xp):
-        return x.sum(0)
-    return xp.sum(x, axis=0)
+def column_sum(x: Array, xp: Namespace, out: Array | None = None, ones: Array | None = None) -> Array:
+    """``sum(x, axis=0)``, by the array's own method where it has one (the wrapper's costs a microsecond);
+    into ``out`` where given. With a vector of ``ones`` NumPy and CuPy take ``ones @ x``, one BLAS call,
+    faster than their reduction on small layers; torch sums (its matmul resizes a 1-D ``out``)."""
+    if out is None:
+        return x.sum(0) if slices_are_views(xp) else xp.sum(x, axis=0)
+    if is_torch_namespace(xp):
+        return _native(xp).sum(x, 0, out=out)
+    if ones is not None:
+        return matmul_function(xp)(ones, x, out=out)
+    return _native(xp).sum(x, axis=0, out=out)
 
 
 def flat_view(x: Array, xp: Namespace) -> Array:
@@ -92,13 +100,22 @@ def flat_view(x: Array, xp: Namespace) -> Array:
     return xp.reshape(x, (-1,))
 
 
+def weight_gradient(dZ: Array, a: Array, xp: Namespace) -> Array:
+    """``dZ.T @ a``, a layer's weight gradient (a sum over the samples). On JAX it is one contraction over
+    the first axes: XLA compiles the transposed product as a copy and a loop where ``a`` has one column
+    (measured on the CPU: a fifth of an epoch of the blog's 1-20-1 network on 1000 samples)."""
+    if is_jax_namespace(xp):
+        return xp.tensordot(dZ, a, axes=([0], [0]))
+    return dZ.T @ a
+
+
 def all_finite(x: Array, xp: Namespace) -> bool:
     """Whether no value of ``x`` is NaN or infinite, read back to the host.
 
     On NumPy and CuPy a contiguous float array is first summed as ``x . x`` (one
     BLAS pass, no temporary): that sum is finite only if every value is. It can
     overflow on huge finite values, which the exact check after it then clears."""
-    if not supports_out(xp):
+    if not supports_out(xp) or is_torch_namespace(xp):
         return bool(xp.all(xp.isfinite(x)))
     np = _native(xp)
     if x.dtype.kind not in "fc":
@@ -161,8 +178,8 @@ def sigmoid(z: Array, xp: Namespace, out: Array | None = None) -> Array:
             np.exp(out, out=out)
         out += 1.0
         return np.reciprocal(out, out=out)
-    if out is None and is_torch_namespace(xp):
-        return _native(xp).sigmoid(z)
+    if is_torch_namespace(xp):
+        return _native(xp).sigmoid(z, out=out)
     if out is None:
         a = xp.tanh(z * 0.5)
     else:
@@ -178,6 +195,8 @@ def maximum(a: Array, b: Any, xp: Namespace, out: Array | None = None) -> Array:
     """``maximum(a, b)``, into ``out`` where the library can."""
     if out is None:
         return xp.maximum(a, b)
+    if is_torch_namespace(xp) and not hasattr(b, "shape"):
+        return _native(xp).clamp_min(a, b, out=out)  # torch's maximum takes tensors only
     return _native(xp).maximum(a, b, out=out)
 
 
@@ -185,6 +204,8 @@ def rsub(c: float, x: Array, xp: Namespace, inplace: bool) -> Array:
     """``c - x``; with ``inplace`` it overwrites ``x`` (a spent buffer), in one pass where the library can."""
     if not inplace:
         return c - x
+    if is_torch_namespace(xp):
+        return x.neg_().add_(c)  # torch subtracts from a number into no out=
     if supports_out(xp):
         return _native(xp).subtract(c, x, out=x)
     x *= -1.0  # portable: in-place operators are in the standard

@@ -6,14 +6,18 @@ from typing import Any
 
 
 class Progress:
-    """``verbose=0``: nothing; ``1``: tqdm when stderr is a terminal, else lines; ``2``: lines."""
+    """``verbose=0``: nothing; ``1``: tqdm when stderr is a terminal, else lines; ``2``: lines.
 
-    def __init__(self, epochs: int, verbose: int, initial: int = 0) -> None:
+    ``show=False`` (a data-parallel rank other than 0) prints nothing, but is as ``silent`` as
+    ``verbose`` says, so that every rank's loop takes the same steps.
+    """
+
+    def __init__(self, epochs: int, verbose: int, initial: int = 0, show: bool = True) -> None:
         self.epochs = epochs
         self.bar: Any = None
         self.lines = False
         self.silent = not verbose
-        if not verbose:
+        if not verbose or not show:
             return
         if verbose == 1 and sys.stderr.isatty():
             from tqdm.auto import tqdm
@@ -32,6 +36,13 @@ class Progress:
             self.bar.update(1)
         elif self.lines:
             print(f"epoch {epoch + 1}/{self.epochs} {self._format(logs)}", file=sys.stderr, flush=True)
+
+    def note(self, message: str) -> None:
+        """A line of its own (above the bar, where there is one)."""
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        elif self.lines:
+            print(message, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

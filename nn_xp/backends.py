@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.metadata
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,24 +27,35 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "BackendUnavailableError",
+    "DEFAULT_COMM_TIMEOUT",
+    "Launch",
     "available_backends",
     "backend_of",
     "device_context",
     "format_backends",
+    "comm_timeout",
     "is_host_array",
+    "launch",
     "resolve_backend",
     "to_numpy",
 ]
 
 #: Names accepted by ``backend=`` and ``NN_XP_BACKEND``.
-BACKENDS = ("auto", "numpy", "cupy", "torch", "array_api_strict")
+BACKENDS = ("auto", "numpy", "cupy", "torch", "array_api_strict", "jax")
 
 _INSTALL_HINT = {
     "numpy": "pip install numpy",
     "cupy": "pip install 'nn_xp[cuda12]' or 'nn_xp[cuda13]' (the CuPy build matching your CUDA driver)",
     "torch": "pip install torch",
     "array_api_strict": "pip install array-api-strict",
+    "jax": "pip install 'nn_xp[jax]' (CPU) or 'nn_xp[jax-cuda12]' / 'nn_xp[jax-cuda13]' (NVIDIA GPU)",
 }
+
+#: JAX computes in float32 unless its 64-bit mode is on (a float64 request would silently give float32)
+_JAX_X64_HINT = ("dtype='float64' on the jax backend needs JAX's 64-bit mode, which is off: set "
+                 "JAX_ENABLE_X64=1 in the environment before Python starts (or call "
+                 "jax.config.update('jax_enable_x64', True) before creating the network), or use "
+                 "dtype='float32'")
 
 
 class BackendUnavailableError(RuntimeError):
@@ -87,6 +100,8 @@ class Backend:
         """The namespace's dtype object for ``"float32"`` or ``"float64"``."""
         if name not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {name!r}")
+        if name == "float64" and self.name == "jax" and not _jax_x64():
+            raise ValueError(_JAX_X64_HINT)
         return getattr(self.xp, name)
 
     def __str__(self) -> str:
@@ -100,19 +115,159 @@ def _import(module: str) -> Any:
         return None
 
 
+def _jax_x64() -> bool:
+    """Whether JAX's 64-bit mode is on now (``JAX_ENABLE_X64`` at import, or ``jax.config`` since)."""
+    return bool(importlib.import_module("jax").config.read("jax_enable_x64"))
+
+
+def _jax_devices(jax: Any) -> list[Any]:
+    """JAX's devices: the default platform's, then the host's CPU where that is another platform."""
+    devices = list(jax.devices())
+    if devices[0].platform != "cpu":
+        try:
+            devices += jax.devices("cpu")
+        except RuntimeError:  # a JAX built without the CPU platform
+            pass
+    return devices
+
+
+# ------------------------------------------------- why CuPy is not usable: one sentence, with its fix
+#: CuPy's own distributions: they share the ``cupy`` package and overwrite each other's files
+_CUPY_DISTRIBUTION = re.compile(r"cupy|cupy-cuda[0-9]+x?|cupy-rocm-[0-9-]+|amd-cupy")
+_NO_GPU_FIX = ("fix: run on a machine with an NVIDIA GPU and its driver (nvidia-smi lists the GPU), "
+               "or pick another backend")
+#: the Linux driver each CUDA major version needs at least (NVIDIA's CUDA compatibility table)
+_MIN_DRIVER = {12: "525.60.13", 13: "580.65.06"}
+
+
+@functools.cache
+def _cupy_distributions() -> tuple[str, ...]:
+    """The CuPy packages installed, by normalised name (CuPy warns at import when there are several)."""
+    names = {re.sub(r"[-_.]+", "-", d.metadata.get("Name") or "").lower()
+             for d in importlib.metadata.distributions()}
+    return tuple(sorted(n for n in names if _CUPY_DISTRIBUTION.fullmatch(n)))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _cuda_version(cupy: Any, which: str) -> int | None:
+    """``driverGetVersion`` (0 without a driver) or ``runtimeGetVersion`` as 1000 * major + 10 * minor."""
+    try:
+        return int(getattr(cupy.cuda.runtime, which)())
+    except Exception:
+        return None
+
+
+def _cuda_text(version: int | None) -> str:
+    return "?" if version is None else f"{version // 1000}.{version % 1000 // 10}"
+
+
+def _cupy_build(cupy: Any) -> tuple[str, int | None]:
+    """The installed CuPy package's name and the CUDA major version its runtime is for."""
+    dists = _cupy_distributions()
+    runtime = _cuda_version(cupy, "runtimeGetVersion")
+    major = runtime // 1000 if runtime else None
+    named = re.fullmatch(r"cupy-cuda([0-9]{2})x", dists[0]) if dists else None
+    major = major or (int(named.group(1)) if named else None)
+    return (dists[0] if named else f"cupy-cuda{major}x" if major else "cupy"), major
+
+
 def _cuda_device_count(cupy: Any) -> tuple[int, str]:
-    """How many CUDA devices CuPy sees; CuPy imports without a GPU and fails only here."""
+    """How many CUDA devices CuPy sees, and why none; CuPy imports without a GPU and fails only here."""
     try:
         n = int(cupy.cuda.runtime.getDeviceCount())
-    except Exception as exc:  # CUDARuntimeError, missing driver or libraries
-        return 0, f"no CUDA device answered ({type(exc).__name__}: {exc})"
-    return n, "" if n else "no CUDA device answered (device count is 0)"
+    except Exception as exc:  # CUDARuntimeError: no device, no driver, an old driver
+        seen = _first_line(exc)
+        if "cudaErrorInsufficientDriver" not in seen:
+            return 0, f"no GPU (no CUDA device answered: {seen}); {_NO_GPU_FIX}"
+        driver = _cuda_version(cupy, "driverGetVersion")
+        if not driver:  # no driver at all reads as an insufficient one, whose CUDA version is 0
+            return 0, f"no GPU (no NVIDIA driver answered, so no CUDA device did: {seen}); {_NO_GPU_FIX}"
+        return 0, _old_driver_reason(cupy, driver)
+    return n, "" if n else f"no GPU (no CUDA device answered: CuPy sees 0 devices); {_NO_GPU_FIX}"
+
+
+def _old_driver_reason(cupy: Any, driver: int) -> str:
+    runtime = _cuda_version(cupy, "runtimeGetVersion")
+    package, major = _cupy_build(cupy)
+    needs = f"a driver for CUDA {major} (on Linux {_MIN_DRIVER[major]} or newer)" if major in _MIN_DRIVER \
+        else "a newer driver"
+    has = driver // 1000
+    if has in _MIN_DRIVER and (major is None or has < major):
+        fix = (f"install the CuPy build for CUDA {has} instead (pip uninstall -y {package}; then pip install "
+               f"'nn_xp[cuda{has}]', which is cupy-cuda{has}x), or update the NVIDIA driver")
+    else:
+        fix = "update the NVIDIA driver (nn_xp's CuPy extras are nn_xp[cuda12] and nn_xp[cuda13])"
+    version = getattr(cupy, "__version__", "?")
+    return (f"the NVIDIA driver is too old for this CuPy build ({package} {version} runs the CUDA "
+            f"{_cuda_text(runtime)} runtime, which needs {needs}; this driver supports CUDA "
+            f"{_cuda_text(driver)}, the 'CUDA Version' nvidia-smi shows); fix: {fix}")
+
+
+def _cuda_libraries_reason(cupy: Any) -> str:
+    """Why CuPy cannot load NVRTC (which compiles every kernel) or cuBLAS (matmul), else "".
+
+    CuPy 14 looks for them only when a kernel first needs them: a device count alone does not tell.
+    """
+    missing = []
+    for name, module in (("NVRTC", "nvrtc"), ("cuBLAS", "cublas")):
+        try:  # importing the cuBLAS wrapper loads the library; NVRTC is loaded by its first call
+            lib = importlib.import_module(f"cupy_backends.cuda.libs.{module}")
+            if module == "nvrtc":
+                lib.getVersion()
+        except Exception as exc:
+            missing.append(f"{name}: {_first_line(exc)}")
+    if not missing:
+        return ""
+    package, major = _cupy_build(cupy)
+    toolkit = f"the CUDA {major} toolkit" if major else "the CUDA toolkit"
+    major_version = re.match(r"[0-9]+", str(getattr(cupy, "__version__", "")))
+    wheels = package.startswith("cupy-cuda") and major_version is not None and int(major_version[0]) >= 14
+    fix = (f"pip install '{package}[ctk]' (the CUDA libraries as wheels), or install {toolkit} and set "
+           f"CUDA_PATH to it" if wheels else f"install {toolkit} (NVRTC and cuBLAS come with it) and set "
+           f"CUDA_PATH to it, or upgrade to CuPy 14 and pip install '{package}[ctk]'")
+    return f"CUDA libraries not found ({'; '.join(missing)}), so no CuPy kernel could run; fix: {fix}"
+
+
+def _probe_cupy(info: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_probe` for CuPy: which package, does it import, does a GPU answer, are its libraries there."""
+    dists = _cupy_distributions()
+    if len(dists) > 1:  # told before importing cupy, whose own warning filterwarnings=error makes a crash
+        info.update(installed=True, reason=(
+            f"several CuPy packages are installed ({', '.join(dists)}), which overwrite each other's files; "
+            f"fix: uninstall them all (pip uninstall -y {' '.join(dists)}), then install only the one "
+            f"matching nvidia-smi's CUDA version ({_INSTALL_HINT['cupy']})"))
+        return info
+    try:
+        cupy = importlib.import_module("cupy")
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "cupy":
+            info["reason"] = f"cupy is not installed (fix: {_INSTALL_HINT['cupy']})"
+        else:  # installed, but a library or package it loads at import is missing
+            info.update(installed=True, reason=(
+                f"{dists[0] if dists else 'cupy'} is installed but does not import ({_first_line(exc)}); "
+                f"fix: install what it names, or reinstall the CuPy build matching nvidia-smi's CUDA "
+                f"version ({_INSTALL_HINT['cupy']})"))
+        return info
+    info.update(installed=True, version=getattr(cupy, "__version__", None))
+    n, reason = _cuda_device_count(cupy)
+    reason = reason or _cuda_libraries_reason(cupy)
+    if reason:
+        info["reason"] = reason
+    else:
+        info.update(usable=True, devices=[f"cuda:{i}" for i in range(n)])
+    return info
 
 
 def _probe(name: str) -> dict[str, Any]:
     """Report on one backend: installed, usable, devices, and why not usable."""
     info: dict[str, Any] = {"name": name, "installed": False, "usable": False,
                             "devices": [], "version": None, "reason": ""}
+    if name == "cupy":
+        return _probe_cupy(info)
     module = _import(name)
     if module is None:
         info["reason"] = f"{name} is not installed (fix: {_INSTALL_HINT[name]})"
@@ -128,12 +283,11 @@ def _probe(name: str) -> dict[str, Any]:
         if module.cuda.is_available():
             devices += [f"cuda:{i}" for i in range(module.cuda.device_count())]
         info.update(usable=True, devices=devices)
-    elif name == "cupy":
-        n, reason = _cuda_device_count(module)
-        if n:
-            info.update(usable=True, devices=[f"cuda:{i}" for i in range(n)])
-        else:
-            info["reason"] = f"cupy is installed but {reason}"
+    elif name == "jax":
+        try:
+            info.update(usable=True, devices=[str(d) for d in _jax_devices(module)])
+        except Exception as exc:  # a broken plugin or runtime: jax imports, its backends do not start
+            info["reason"] = f"jax is installed but no device started ({type(exc).__name__}: {exc})"
     return info
 
 
@@ -201,6 +355,8 @@ def _native_device(name: str, module: Any, device: Any) -> Any:
             return named
         raise ValueError(f"array_api_strict has no device {device!r}; "
                          f"valid: {[str(d) for d in info.devices()]}")
+    if name == "jax":
+        return _jax_device(module, device)
     if name == "torch":
         if device is None:
             device = "cuda" if module.cuda.is_available() else "cpu"
@@ -235,6 +391,37 @@ def _native_device(name: str, module: Any, device: Any) -> Any:
             f"backend 'cupy' was asked for GPU {index}, but only {count} CUDA device(s) answered; "
             "fix: pick another device or unset NN_XP_DEVICE")
     return module.cuda.Device(index)
+
+
+def _jax_device(jax: Any, device: Any) -> Any:
+    """A ``jax.Device`` from None (JAX's default), an index into ``jax.devices()``, ``"cpu"``, ``"cuda:1"``,
+    ``"gpu:0"``, ``"tpu:0"`` (a platform and an index among its devices), or a device itself."""
+    if device is None:
+        return jax.devices()[0]
+    if isinstance(device, jax.Device):
+        return device
+    devices = jax.devices()
+    if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
+        platform, index = devices[0].platform, int(device)
+    elif isinstance(device, str):
+        platform, _, number = device.lower().partition(":")
+        if not number.isdigit() and number:
+            raise ValueError(f"jax device must be 'PLATFORM' or 'PLATFORM:N' (cpu, cuda:0, tpu:1), an index "
+                             f"or a jax.Device, got {device!r}")
+        index = int(number or 0)
+    else:
+        raise ValueError(f"jax device must be a platform name ('cpu', 'cuda:0'), an index or a jax.Device, "
+                         f"got {device!r}")
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        devices = []
+    if index >= len(devices):
+        seen = ", ".join(str(d) for d in _jax_devices(jax))
+        raise BackendUnavailableError(
+            f"backend 'jax' was asked for device {device!r}, but jax sees {seen}; fix: pick one of those, "
+            f"unset NN_XP_DEVICE, or install JAX for that platform ({_INSTALL_HINT['jax']})")
+    return devices[index]
 
 
 def resolve_backend(backend: str | None = None, device: Any = None) -> Backend:
@@ -286,15 +473,19 @@ def resolve_backend(backend: str | None = None, device: Any = None) -> Backend:
             f"backend {name!r} (from {source}) is not usable: {info['reason']}{fix_env}")
     module = importlib.import_module(name)
     native = _native_device(name, module, device)
-    # array_api_strict is a namespace itself; the others are wrapped by array-api-compat
-    xp = module if name == "array_api_strict" else importlib.import_module(f"array_api_compat.{name}")
+    # array_api_strict and jax.numpy are array-API namespaces themselves; the others are wrapped by
+    # array-api-compat
+    if name == "jax":
+        xp = importlib.import_module("jax.numpy")
+    else:
+        xp = module if name == "array_api_strict" else importlib.import_module(f"array_api_compat.{name}")
     return Backend(name=name, xp=xp, device=native)
 
 
 def backend_of(x: Array) -> Backend:
     """The :class:`Backend` an existing array lives on."""
     xp = array_namespace(x)
-    module = xp.__name__.split(".")[-1]
+    module = "jax" if xp.__name__ == "jax.numpy" else xp.__name__.split(".")[-1]
     name = module if module in BACKENDS else xp.__name__
     return Backend(name=name, xp=xp, device=array_device(x))
 
@@ -320,7 +511,68 @@ def to_numpy(x: Array) -> np.ndarray:
         return x.get()
     if module == "torch":
         return x.detach().cpu().numpy()
+    if module in ("jax", "jaxlib"):
+        return np.asarray(x)  # from any of JAX's devices (DLPack reaches only the host's)
     try:
         return np.from_dlpack(x)
     except Exception:  # libraries whose DLPack export needs the host first
         return np.asarray(to_device(x, "cpu"))
+
+
+# ------------------------------------------------------------ the launcher of a data-parallel job
+#: seconds a collective of ``fit(comm=...)`` may wait for the other ranks before the job is aborted, unless
+#: ``NN_XP_COMM_TIMEOUT`` says otherwise (long enough for a rank writing a large checkpoint meanwhile)
+DEFAULT_COMM_TIMEOUT = 300.0
+
+#: (launcher, rank, size, local rank) variables, in the order they are tried: MPICH's and Intel MPI's
+#: process manager (PMI), Open MPI's, torchrun's
+_LAUNCHERS = (("mpi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+              ("mpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+              ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How this process was started: by ``launcher`` (``"mpi"`` or ``"torchrun"``), as ``rank`` of ``size``,
+    ``local_rank`` of those on its machine (the GPU to pick)."""
+
+    launcher: str
+    rank: int
+    size: int
+    local_rank: int
+
+
+def launch() -> Launch | None:
+    """The launcher that started this process, read from its environment (None: a plain ``python``).
+
+    Examples
+    --------
+    >>> launch() is None or launch().size >= 1
+    True
+    """
+    env = os.environ
+    for launcher, *names in _LAUNCHERS:
+        if names[0] in env and names[1] in env:
+            values = []
+            for name in names:
+                raw = env.get(name, "0")
+                if not raw.strip().isdigit():
+                    raise ValueError(f"{name}={raw!r} in the environment is not a rank or size ({launcher} "
+                                     "sets it): unset it, or start the job with the launcher")
+                values.append(int(raw))
+            return Launch(launcher, *values)
+    return None
+
+
+def comm_timeout() -> float:
+    """Seconds a collective may wait: ``NN_XP_COMM_TIMEOUT``, else :data:`DEFAULT_COMM_TIMEOUT`."""
+    raw = os.environ.get("NN_XP_COMM_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_COMM_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"NN_XP_COMM_TIMEOUT={raw!r} must be a positive number of seconds")
+    return value

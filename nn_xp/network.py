@@ -263,16 +263,17 @@ class Network:
 
     @on_device
     def value_and_gradient(self, values: list[tuple[Array | None, Array]], Y: Array, *,
-                           check_input: bool = True) -> tuple[Array, list[Array]]:
+                           check_input: bool = True, m: int | None = None) -> tuple[Array, list[Array]]:
         """The loss of :meth:`evaluate`'s ``values`` (a device scalar) and its gradients ``[dW0, db0, ...]``.
 
-        Nothing given is written. ``check_input`` as for :meth:`evaluate`.
+        Nothing given is written. ``check_input`` as for :meth:`evaluate`. ``m``: the mean's denominator
+        (None: ``Y``'s rows; data-parallel ``fit`` gives a rank's shard and the global batch's rows).
         """
         if check_input:
             self._check_values(values)
             Y = check_model_array(Y, "Y", self.backend, self.dtype, self.layers[-1].n_out)
             check_same_samples(values[0][1], Y, "values[0] (X)", "Y")
-        return self._backward(values, Y)
+        return self._backward(values, Y, m)
 
     def _check_values(self, values: Any) -> None:
         """``values`` as :meth:`evaluate` gives them for this network: pairs of model arrays of its shapes."""
@@ -289,9 +290,11 @@ class Network:
                     raise ValueError(f"values[{i}] {name} has shape {shape}, this network's layer {i - 1} "
                                      f"makes ({X.shape[0]}, {layer.n_out}): values from another network?")
 
-    def _backward(self, values: list[tuple[Array | None, Array]], Y: Array) -> tuple[Array, list[Array]]:
+    def _backward(self, values: list[tuple[Array | None, Array]], Y: Array,
+                  m: int | None = None) -> tuple[Array, list[Array]]:
         xp, layers, fused = self.xp, self.layers, self.loss_fn.fused_with is not None
-        loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp)  # dA = (A_L - Y) / m; fused: dZ itself
+        args = (*values[-1], Y, xp) if m is None else (*values[-1], Y, xp, m)
+        loss, dA = self.loss_fn.value_and_delta(*args)  # dA = (A_L - Y) / m; fused: dZ itself
         grads: list[Array] = [None] * (2 * len(layers))
         for i in range(len(layers) - 1, -1, -1):
             Z, A = values[i + 1]
@@ -299,7 +302,7 @@ class Network:
             # dA * g'(Z), (m, n_out)
             dZ = dA if fused and last else layers[i].activation.backward(dA, Z, A, xp)
             A_prev = values[i][1]
-            grads[2 * i] = dZ.T @ A_prev  # dW: (n_out, n_in)
+            grads[2 * i] = K.weight_gradient(dZ, A_prev, xp)  # dW = dZ.T @ A_prev: (n_out, n_in)
             grads[2 * i + 1] = K.column_sum(dZ, xp)  # db = sum of dZ over the samples: (n_out,)
             if i:
                 dA = dZ @ self.parameters[2 * i]  # dA_prev = dZ W: (m, n_in)
@@ -353,7 +356,7 @@ class Network:
             raise ValueError(f"{name} must hold whole class ids in 0..{n_out - 1} (the output layer has "
                              f"{n_out} units), or one-hot rows")
         classes = xp.reshape(xp.arange(n_out, device=self.device), (1, n_out))
-        return xp.astype(xp.astype(ids, xp.int64) == classes, self.dtype)  # (m, n_out)
+        return xp.astype(xp.astype(ids, classes.dtype) == classes, self.dtype)  # (m, n_out)
 
     @on_device
     def predict(self, X: Any, batch_size: int | None = None) -> Any:
@@ -377,7 +380,8 @@ class Network:
         a = self.engine.predict(self, X, _batch_size(batch_size))
         xp = self.xp
         if self.layers[-1].activation.name == "sigmoid":
-            labels = xp.astype(a > 0.5, xp.int64)
+            index = xp.__array_namespace_info__().default_dtypes(device=self.device)["indexing"]
+            labels = xp.astype(a > 0.5, index)  # as argmax gives: int64, JAX's int32 unless in x64 mode
             labels = labels[:, 0] if a.shape[1] == 1 else labels
         else:
             labels = xp.argmax(a, axis=1)
@@ -448,6 +452,13 @@ class Network:
             whose loss was finite, a checkpoint written since is rewritten from
             that state, and a ``FloatingPointError`` is raised (or a
             ``RuntimeWarning`` issued and training stopped).
+        comm : None, "auto", mpi4py communicator or nn_xp.distributed.Communicator
+            Data-parallel training over several processes (see :mod:`nn_xp.distributed`
+            and the README's "Scaling out"): every rank passes the same ``X``, ``Y``
+            and options, ``batch_size`` is the global batch, cut into per-rank shards,
+            and the result is one process's. ``"auto"``: the launcher's (``mpiexec``,
+            ``torchrun``), or one process without one. Rank 0 alone writes
+            checkpoints and prints; ``resume_from`` is read on rank 0.
 
         Returns
         -------

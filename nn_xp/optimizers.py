@@ -5,6 +5,11 @@ and shapes. Its state (momentum, Adam's moments) is keyed by parameter name
 and allocated lazily on the parameter's device with ``xp.zeros_like``. The
 learning rate is a Python float or a schedule ``lr(step) -> float`` evaluated
 on the host, so no step ever reads the device.
+
+Immutable arrays (JAX) inside a compiled function get :meth:`Optimizer.apply`,
+the same rule as a pure function of the parameters, the state, the step count
+and the rate (traced values all), instead of :meth:`Optimizer.step`, which
+counts steps on the host.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from collections.abc import Callable, Sequence
 from numbers import Real
 from typing import Any
 
-from array_api_compat import array_namespace, is_writeable_array
+from array_api_compat import array_namespace, is_numpy_array, is_writeable_array
 from array_api_compat import device as array_device
 
 from . import _kernels as K
@@ -65,12 +70,24 @@ class Optimizer:
 
     def current_learning_rate(self) -> float:
         """The rate of the next step: a schedule's value is checked on the host before any step uses it."""
+        return self.learning_rate_at(self.iterations)
+
+    def learning_rates(self, n: int) -> list[float]:
+        """The rates of the next ``n`` steps (from step ``iterations`` on), each checked on the host as
+        :meth:`current_learning_rate` checks it: what a compiled engine sends along with ``n`` steps."""
+        lr = self.learning_rate
+        if not callable(lr):
+            return [lr] * n
+        return [self.learning_rate_at(step) for step in range(self.iterations, self.iterations + n)]
+
+    def learning_rate_at(self, step: int) -> float:
+        """The rate of the step taken at ``iterations == step``: a schedule's value, checked on the host."""
         lr = self.learning_rate
         if not callable(lr):
             return lr
-        value = lr(self.iterations)
+        value = lr(step)
         if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"the learning-rate schedule {lr!r} gave {value!r} for step {self.iterations}; "
+            raise ValueError(f"the learning-rate schedule {lr!r} gave {value!r} for step {step}; "
                              "it must give a finite number >= 0")
         return float(value)
 
@@ -80,9 +97,52 @@ class Optimizer:
         ``p`` and ``state[slot]`` are updated in place where the library allows
         (then ``p`` itself is returned), else new arrays are returned and put in
         ``state``. ``g`` may be overwritten. ``self.iterations`` already counts
-        this step. The arrays are one parameter's, or every parameter's at once.
+        this step (inside :meth:`apply` it is the step being applied, maybe a
+        traced value: compute with it as with ``lr``, not through ``math``). The
+        arrays are one parameter's, or every parameter's at once.
         """
         raise NotImplementedError
+
+    def apply(self, params: dict[str, Array], grads: dict[str, Array], state: dict[str, dict[str, Array]],
+              step: Any, lr: Any, xp: Any) -> tuple[dict[str, Array], dict[str, dict[str, Array]]]:
+        """The rule as a pure function: ``(new params, new state)``, nothing given written, nothing counted.
+
+        For immutable arrays inside a compiled function (JAX's ``jit``): ``step``
+        (this step's count, 1 for the first) and ``lr`` (its rate) may be traced
+        values, so no host state is frozen into the trace. ``params`` and
+        ``grads`` are keyed by name; ``state`` is :meth:`state_for`'s (``{}``
+        for a stateless rule). The caller keeps ``state`` and ``iterations``.
+
+        Examples
+        --------
+        >>> import array_api_compat.numpy as xp
+        >>> new, _ = SGD(0.5).apply({"W0": xp.ones(2)}, {"W0": xp.ones(2)}, {}, 1, 0.5, xp)
+        >>> new["W0"].tolist()
+        [0.5, 0.5]
+        """
+        counted, self.iterations = self.iterations, step  # the rule reads the step it applies
+        try:
+            new_params, new_state = {}, {}
+            for name, p in params.items():
+                g, slots = grads[name], dict(state.get(name, _EMPTY))
+                if is_writeable_array(p):  # a library that writes in place: work on copies, stay pure
+                    p, g, slots = _copy(p), _copy(g), {s: _copy(a) for s, a in slots.items()}
+                new_params[name] = self.update(p, g, slots, lr, xp)
+                if self.slots:
+                    new_state[name] = slots
+        finally:
+            self.iterations = counted
+        return new_params, new_state
+
+    def state_for(self, params: dict[str, Array]) -> dict[str, dict[str, Array]]:
+        """The state of the parameters ``params`` (keyed by name) for :meth:`apply`, allocated on their
+        devices where it is missing, as :meth:`step` does lazily (``{}`` for a stateless rule)."""
+        if not self.slots:
+            return {}
+        for name, p in params.items():
+            if name not in self.state:
+                self.state[name] = {s: array_namespace(p).zeros_like(p) for s in self.slots}
+        return {name: dict(self.state[name]) for name in params}
 
     def step(self, params: list[Array], grads: Sequence[Array], names: Sequence[str] | None = None, *,
              xp: Any = None) -> None:
@@ -270,11 +330,19 @@ def _same_shapes(a: list[Array], b: list[Array]) -> bool:
 
 
 def _copy(a: Array) -> Array:
+    """A copy no one can change: the array itself where arrays are immutable (JAX), else a device copy."""
+    if not is_writeable_array(a) and not is_numpy_array(a):
+        return a
     context = device_context(a)
     if context is None:
         return array_namespace(a).asarray(a, copy=True)
     with context:  # CuPy copies onto the current GPU: make it a's
         return array_namespace(a).asarray(a, copy=True)
+
+
+def _inverse_sqrt(x: Any, xp: Any) -> Any:
+    """``1 / sqrt(x)`` of a host number, or of a traced one (the step count in :meth:`Optimizer.apply`)."""
+    return 1.0 / math.sqrt(x) if isinstance(x, Real) else 1.0 / xp.sqrt(x)
 
 
 def _default_names(n: int) -> list[str]:
@@ -362,7 +430,7 @@ class Adam(Optimizer):
         v += g
         state["m"], state["v"] = m, v  # the same arrays, unless the library's in-place operators rebind
         denom = xp.sqrt(v)  # sqrt(v_hat) + eps, with v_hat = v / (1 - beta_2^t)
-        denom *= 1.0 / math.sqrt(1.0 - self.beta_2 ** t)
+        denom *= _inverse_sqrt(1.0 - self.beta_2 ** t, xp)
         denom += self.epsilon
         step = m / denom
         step *= lr / (1.0 - self.beta_1 ** t)

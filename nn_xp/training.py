@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
 from ._host import rng_state, set_rng_state
@@ -20,6 +21,7 @@ from ._validation import check_positive, check_same_samples
 from .backends import to_numpy
 from .callbacks import Callback, LambdaCallback, StopTraining
 from .checkpoint import check_checkpoint_path, load_checkpoint, save_checkpoint
+from .distributed.parallel import ONE_PROCESS, data_parallel
 from .engine import Snapshot, Trainer
 from .history import History
 from .optimizers import Optimizer, Schedule, get_optimizer
@@ -32,29 +34,50 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
         validation_data: Any = None, validation_split: float = 0.0,
         callbacks: Sequence[Callback | Callable] | Callback | Callable | None = None, verbose: int = 0,
         checkpoint: Any = None, checkpoint_every: int = 1, resume_from: Any = None,
-        on_nonfinite: str = "raise") -> History:
+        on_nonfinite: str = "raise", comm: Any = None) -> History:
     """Train ``net`` on ``(X, Y)``: see :meth:`nn_xp.Network.fit` for every option."""
-    _check_options(epochs, batch_size, checkpoint_every, validation_split, on_nonfinite, verbose)
+    with net.backend.context():
+        together = data_parallel(comm, net)  # one process (comm=None): every hook below is plain fit's
+        with together.guard():  # data-parallel: an exception on one rank alone ends the job on every rank
+            checks = (epochs, batch_size, checkpoint_every, validation_split, on_nonfinite, verbose)
+            # agree: data-parallel, a start that fails on any rank fails on every rank, with a clear error
+            X, Y, validation, callbacks = together.agree(
+                _prepare, net, X, Y, validation_data, validation_split, callbacks, checks,
+                checkpoint if together.writes_files else None)
+            opt, start, history = together.agree(_optimizer_and_history, net, optimizer, learning_rate,
+                                                 together.resume(resume_from))
+            together.check_same(net, X, Y, validation, {
+                "epochs": epochs, "batch_size": batch_size, "shuffle": shuffle, "optimizer": optimizer,
+                "learning_rate": learning_rate, "callbacks": len(callbacks), "on_nonfinite": on_nonfinite,
+                "checkpoint": checkpoint is not None, "checkpoint_every": checkpoint_every})
+            opt, start, history = together.synchronize(net, opt, start, history)  # rank 0's, everywhere
+            previous, kept = net.optimizer, len(history)
+            # the trainer first: an engine that refuses this fit leaves the network as it was
+            trainer = together.agree(net.engine.trainer, net, opt, X, Y, validation, batch_size=batch_size,
+                                     shuffle=shuffle, **together.engine_options())
+            net.optimizer, net.history = opt, history
+            progress = Progress(epochs, verbose, start, show=together.writes_files)
+            if not progress.silent and getattr(trainer, "compiles", False):
+                trainer.report = progress.note  # verbose: say when (and how long) a program is compiled
+            run = Run(net, together.shared(trainer), history, start, epochs, together.callbacks(callbacks),
+                      progress, checkpoint, checkpoint_every, on_nonfinite, together)
+            try:
+                return run.train()
+            finally:
+                if len(history) == kept:  # no epoch of this fit remains: the network keeps its optimizer
+                    net.optimizer = previous
+
+
+def _prepare(net: Any, X: Any, Y: Any, validation_data: Any, validation_split: float, callbacks: Any,
+             checks: tuple, checkpoint: Any) -> tuple[Array, Array, Any, list[Callback]]:
+    """fit's options checked, its data on the device (training data, held-out pair or None), its callbacks."""
+    _check_options(*checks)
     if checkpoint is not None:
         check_checkpoint_path(checkpoint)  # now, naming it, not after the first epoch
-    with net.backend.context():
-        X, _ = net.as_input(X)
-        Y = net.as_target(Y)
-        check_same_samples(X, Y)
-        X, Y, validation = _split(net, X, Y, validation_data, validation_split)
-        opt, start, history = _optimizer_and_history(net, optimizer, learning_rate, resume_from)
-        previous, kept = net.optimizer, len(history)
-        # the trainer first: an engine that refuses this fit leaves the network as it was
-        trainer = net.engine.trainer(net, opt, X, Y, validation, batch_size=batch_size, shuffle=shuffle)
-        net.optimizer, net.history = opt, history
-        progress = Progress(epochs, verbose, start)
-        run = Run(net, trainer, history, start, epochs, _callbacks(callbacks), progress, checkpoint,
-                  checkpoint_every, on_nonfinite)
-        try:
-            return run.train()
-        finally:
-            if len(history) == kept:  # no epoch of this fit remains: the network keeps the optimizer it had
-                net.optimizer = previous
+    X, _ = net.as_input(X)
+    Y = net.as_target(Y)
+    check_same_samples(X, Y)
+    return (*_split(net, X, Y, validation_data, validation_split), _callbacks(callbacks))
 
 
 def _check_options(epochs: Any, batch_size: Any, checkpoint_every: Any, validation_split: Any,
@@ -174,8 +197,9 @@ class Run:
 
     def __init__(self, net: Any, trainer: Trainer, history: History, start: int, epochs: int,
                  callbacks: list[Callback], progress: Progress, checkpoint: Any, checkpoint_every: int,
-                 on_nonfinite: str) -> None:
+                 on_nonfinite: str, together: Any = ONE_PROCESS) -> None:
         self.net, self.trainer, self.history = net, trainer, history
+        self.together = together  # data-parallel: rank 0 alone writes; a divergence is every rank's
         self.callbacks, self.progress = callbacks, progress
         self.start, self.epochs, self.on_nonfinite = start, epochs, on_nonfinite
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
@@ -226,10 +250,11 @@ class Run:
                 self.undo.save(epoch)
                 dirty = True
                 rows = self._read(self.trainer.run(count))  # the one host read of the call
-                for j, values in enumerate(rows):
-                    if not all(map(math.isfinite, values)):
-                        to = self.undo.before(epoch) if j == 0 else epoch
-                        return to, dict(zip(self.trainer.keys, values)), f"in epoch {epoch + j}"
+                if not math.isfinite(sum(chain.from_iterable(rows))):  # one pass at C speed, then row by row
+                    for j, values in enumerate(rows):
+                        if not all(map(math.isfinite, values)):
+                            to = self.undo.before(epoch) if j == 0 else epoch
+                            return to, dict(zip(self.trainer.keys, values)), f"in epoch {epoch + j}"
                 self._record(epoch, rows)
                 dirty = False
                 every = self.checkpoint_every
@@ -268,7 +293,9 @@ class Run:
             count = min(count, self.checkpoint_every - epoch % self.checkpoint_every)
         return count
 
-    def _read(self, rows: list[list[Array]]) -> list[list[float]]:
+    def _read(self, rows: list[list[Array]] | Array) -> list[list[float]]:
+        if hasattr(rows, "shape"):  # one (epochs, keys) device array: one transfer
+            return to_numpy(rows).tolist()
         if len(rows) == 1 and len(rows[0]) == 1:
             return [[float(rows[0][0])]]
         xp, k = self.net.xp, len(rows[0])
@@ -277,10 +304,9 @@ class Run:
 
     def _record(self, first: int, rows: list[list[float]]) -> None:
         """The epochs from ``first`` into the history."""
-        for j, values in enumerate(rows):
-            for column, value in zip(self.columns, values):
-                column.append(value)
-            self.history.epoch.append(first + j)
+        for column, values in zip(self.columns, zip(*rows)):
+            column.extend(values)
+        self.history.epoch.extend(range(first, first + len(rows)))
         self.done = first + len(rows)
 
     def _notify(self, first: int, rows: list[list[float]]) -> bool:
@@ -298,7 +324,8 @@ class Run:
 
     def _save_checkpoint(self, epoch: int | None = None) -> None:
         epoch = self.done if epoch is None else epoch
-        save_checkpoint(self.net, self.checkpoint, self.optimizer, epoch, self.history)
+        if self.together.writes_files:
+            save_checkpoint(self.net, self.checkpoint, self.optimizer, epoch, self.history)
         self.saved_at = epoch
 
     def _diverged(self, epoch: int, logs: dict, where: str) -> None:
@@ -313,5 +340,5 @@ class Run:
                    f"shuffle generator) was rolled back to {to}. Try a smaller learning rate, or scale "
                    "the inputs")
         if self.on_nonfinite == "raise":
-            raise FloatingPointError(message)
+            raise self.together.agreed(FloatingPointError(message))  # every rank saw the same losses
         warnings.warn(message, RuntimeWarning, stacklevel=5)  # at the caller of Network.fit

@@ -98,7 +98,7 @@ def test_activation_keeps_dtype_and_device(backend, name, dtype):
     if act.derivative is not None:
         d = act.derivative(z, a, xp)
         assert_close(d, act.derivative(host, act.forward(host, npx), npx), backend=backend, dtype=dtype,
-                     rtol=rtol)
+                     rtol=rtol, atol=1e-6 if dtype == "float32" else 0.0)  # 1 - a*a loses digits near |a| = 1
         dz = act.backward(xp.ones_like(z), z, a, xp)
         assert_close(dz, d, backend=backend, dtype=dtype)
 

@@ -19,7 +19,7 @@ def _model_data(net, X, Y):
 # ------------------------------------------------------------------ choosing the engine
 def test_auto_is_buffered_exactly_where_the_library_takes_out(backend):
     net = make_net(backend, [1, 4, 1])
-    expected = "buffered" if backend.name in ("numpy", "cupy") else "portable"
+    expected = {"numpy": "buffered", "cupy": "buffered", "jax": "compiled"}.get(backend.name, "portable")
     assert net.engine.name == expected
     # one flat buffer where fit writes into buffers, and on torch, whose portable undo point is then one copy
     assert (net.parameters.flat is not None) == (expected == "buffered" or backend.name == "torch")
@@ -88,6 +88,8 @@ def test_buffered_and_portable_engines_agree_over_losses_and_validation(head, ba
 # ------------------------------------------------------------------ the gradient hook
 def test_the_gradient_hook_sits_between_back_propagation_and_the_step(backend):
     """A hook doubling the gradients in place is plain SGD at twice the rate; it sees the engine's own."""
+    if backend.name == "jax":
+        pytest.skip("immutable arrays: the compiled engine traces a pure hook once (tests/test_jax.py)")
     net = make_net(backend, [2, 5, 1], ["tanh", "identity"], seed=1)
     rng = np.random.default_rng(0)
     X, Y = _model_data(net, rng.standard_normal((16, 2)), rng.standard_normal((16, 1)))
@@ -188,7 +190,8 @@ def test_snapshot_and_restore_are_device_copies_that_keep_the_parameters_live(ba
         np.testing.assert_array_equal(b, b0)
     kept = saved.copy()
     net.fit(X, X[:, :1], epochs=2, learning_rate=0.1)
-    assert saved.writeable and net.snapshot(into=saved) is saved  # its buffers reused: no new allocation
+    if backend.name != "jax":  # JAX's arrays are immutable: a snapshot holds references, nothing to reuse
+        assert saved.writeable and net.snapshot(into=saved) is saved  # its buffers reused: no new allocation
     net.restore(kept)
     np.testing.assert_array_equal(net.get_weights()[0][0], before[0][0])
 
@@ -268,7 +271,7 @@ def test_an_optimizer_undo_point_survives_its_state_being_replaced(engine):
 
 def test_engines_are_exported_for_plugging_in():
     assert issubclass(BufferedEngine, PortableEngine)
-    assert nn_xp.ENGINES == ("auto", "portable", "buffered", "cuda_graph")
+    assert nn_xp.ENGINES == ("auto", "portable", "buffered", "compiled", "cuda_graph")
 
 
 def test_the_divergence_warning_points_at_the_callers_line_and_callbacks_let_go_of_the_fit():

@@ -181,10 +181,13 @@ def test_torch_takes_its_own_fused_operations_and_they_agree_with_the_portable_f
     calls = []
     for name in ("addmm", "sigmoid"):
         real = getattr(torch, name)
-        monkeypatch.setattr(torch, name, lambda *args, _real=real, _name=name: calls.append(_name)
-                            or _real(*args))
+        monkeypatch.setattr(torch, name, lambda *args, _real=real, _name=name, **kw: calls.append(_name)
+                            or _real(*args, **kw))
     net = nn_xp.Network([4, 5, 1], backend="torch", dtype="float64")
-    net.predict(rng.standard_normal((7, 4)))
+    net.evaluate(torch.from_numpy(rng.standard_normal((7, 4))))  # the model's own math
+    assert calls == ["addmm", "sigmoid", "addmm"]
+    calls.clear()
+    net.predict(rng.standard_normal((7, 4)))  # the portable engine's inference: the same calls
     assert calls == ["addmm", "sigmoid", "addmm"]
 
 

@@ -1,4 +1,4 @@
-"""How ``fit`` runs a step on a backend: the one place that chooses the portable or the buffered path.
+"""How ``fit`` runs a step on a backend: the one place that chooses the portable, buffered or compiled path.
 
 An engine belongs to one network (``net.engine``). It lays out the network's
 parameters (:mod:`.storage`), keeps the buffers ``fit`` reuses, and makes a
@@ -9,29 +9,31 @@ allreduce of the gradients goes). The loop drives a Trainer through
 
 - ``"portable"``: the model's own ``evaluate`` / ``value_and_gradient``, any array-API library.
 - ``"buffered"``: the same arithmetic into reused buffers, parameters in one flat buffer (NumPy, CuPy).
+- ``"compiled"``: epochs as compiled JAX programs, several per call (JAX only; see :mod:`.compiled`).
 - ``"cuda_graph"``: the buffered engine's full-batch SGD epoch captured once as a CUDA graph and replayed
   (CuPy only; opt-in; see :mod:`.graphs`).
-- ``"auto"`` (default): buffered where the library takes ``out=``, else portable.
+- ``"auto"`` (default): compiled on JAX, buffered where the library takes ``out=``, else portable.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import is_cupy_namespace
+from array_api_compat import is_cupy_namespace, is_jax_namespace
 
 from .. import _kernels as K
 from .buffered import BufferedEngine, BufferedTrainer, InferenceBuffers, Workspace
+from .compiled import CompiledEngine, CompiledTrainer, ImmutableParameters
 from .graphs import CudaGraphEngine, CudaGraphTrainer, CupyCapture
 from .portable import INFERENCE_CHUNK_ELEMENTS, GradientHook, PortableEngine, Trainer, chunk_rows
 from .storage import FlatParameters, Parameters, Snapshot
 
-__all__ = ["ENGINES", "INFERENCE_CHUNK_ELEMENTS", "BufferedEngine", "BufferedTrainer", "CudaGraphEngine",
-           "CudaGraphTrainer", "CupyCapture", "FlatParameters",
-           "GradientHook", "InferenceBuffers", "Parameters", "PortableEngine", "Snapshot", "Trainer",
-           "Workspace", "chunk_rows", "select_engine"]
+__all__ = ["ENGINES", "INFERENCE_CHUNK_ELEMENTS", "BufferedEngine", "BufferedTrainer", "CompiledEngine",
+           "CompiledTrainer", "CudaGraphEngine", "CudaGraphTrainer", "CupyCapture", "FlatParameters",
+           "GradientHook", "ImmutableParameters", "InferenceBuffers", "Parameters", "PortableEngine",
+           "Snapshot", "Trainer", "Workspace", "chunk_rows", "select_engine"]
 
 #: names accepted by ``Network(engine=...)``
-ENGINES = ("auto", "portable", "buffered", "cuda_graph")
+ENGINES = ("auto", "portable", "buffered", "compiled", "cuda_graph")
 
 
 def select_engine(backend: Any, dtype: Any, name: str | None = None) -> PortableEngine:
@@ -44,6 +46,12 @@ def select_engine(backend: Any, dtype: Any, name: str | None = None) -> Portable
             raise ValueError(f"engine='cuda_graph' captures CUDA graphs with CuPy, and the network is on the "
                              f"{backend.name} backend; use backend='cupy' on a GPU, or engine='auto'")
         return CudaGraphEngine(backend, dtype)
+    jax = is_jax_namespace(backend.xp)
+    if name == "compiled" and not jax:
+        raise ValueError(f"engine='compiled' compiles with JAX, and the network is on the {backend.name} "
+                         "backend; use backend='jax', or engine='auto' or 'portable'")
+    if name == "compiled" or (name == "auto" and jax):
+        return CompiledEngine(backend, dtype)
     buffered = K.supports_out(backend.xp)
     if name == "buffered" and not buffered:
         raise ValueError(f"engine='buffered' writes into out= buffers, which the {backend.name} backend "

@@ -62,8 +62,9 @@ class BufferedEngine(PortableEngine):
 
     def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array,
                 validation: tuple[Array, Array] | None = None, *, batch_size: int | None = None,
-                shuffle: bool = True, gradient_hook: Any = None) -> Trainer:
-        return BufferedTrainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
+                shuffle: bool = True, gradient_hook: Any = None,
+                shard: tuple[int, int] | None = None) -> Trainer:
+        return BufferedTrainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook, shard)
 
     def release(self) -> None:
         self._workspace = self._grads = self._ones = self._inference = self._small_plan = None
@@ -215,12 +216,12 @@ class BufferedTrainer(Trainer):
     """The twins of the model's forward pass and back-propagation, writing into the engine's buffers."""
 
     def __init__(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: Any, batch_size: int | None,
-                 shuffle: bool, gradient_hook: Any) -> None:
-        super().__init__(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
+                 shuffle: bool, gradient_hook: Any, shard: tuple[int, int] | None = None) -> None:
+        super().__init__(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook, shard)
         engine, xp, params = net.engine, self.xp, net.parameters
         self.engine, self.layers, self.loss_fn = engine, net.layers, net.loss_fn
         self.grads = engine.gradients(params)
-        self.ws = engine.workspace(net.layers, self.m if self.full_batch else batch_size)
+        self.ws = engine.workspace(net.layers, self.batch_rows)
         self.block = params.block is not None
         if self.block:  # [X, 1], once per fit: the input layer's bias rides in its products
             self.X = xp.concat([X, xp.ones((self.m, 1), dtype=X.dtype, device=net.device)], axis=1)
@@ -234,12 +235,12 @@ class BufferedTrainer(Trainer):
             self._pairs = (p, list(zip(self.layers, p[0::2], p[1::2])))
         return self._pairs[1]
 
-    def batch(self, X: Array, Y: Array) -> tuple[Array, Array | None]:
+    def batch(self, X: Array, Y: Array, m: int | None = None) -> tuple[Array, Array | None]:
         params = self.net.parameters
         ws = None if self.ws is None else self.ws.rows(X.shape[0])
         values = self.forward(params, X, ws)
         correct = self.loss_fn.correct(values[-1][1], Y, self.xp) if self.classification else None
-        loss = self.backward(params, values, Y, ws)
+        loss = self.backward(params, values, Y, ws, None if m == Y.shape[0] else m)
         if self.gradient_hook is not None:
             self.gradient_hook(self.grads)
         self.optimizer.step(params, self.grads, self.names, xp=self.xp)
@@ -268,13 +269,16 @@ class BufferedTrainer(Trainer):
         return values
 
     def backward(self, p: FlatParameters, values: list[tuple[Array | None, Array]], Y: Array,
-                 ws: Workspace | None) -> Array:
+                 ws: Workspace | None, m: int | None = None) -> Array:
         """Back-propagation into the gradient buffers; returns the loss (a device scalar).
 
         With a workspace, ``values`` are consumed: each layer's spent ``A`` takes its
-        derivative and its spent ``Z`` the next ``dA``."""
+        derivative and its spent ``Z`` the next ``dA``. ``m`` as for :meth:`Trainer.batch`."""
         xp, matmul, layers, grads = self.xp, self.matmul, self.layers, self.grads
-        loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp)
+        if m is None:
+            loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp)  # dA = (A_L - Y) / m; fused: dZ
+        else:  # a shard of a batch of m rows
+            loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp, m)
         ones = self.engine.ones(Y.shape[0])
         last = len(layers) - 1
         for i in range(last, -1, -1):
@@ -290,7 +294,7 @@ class BufferedTrainer(Trainer):
                 matmul(dZ.T, values[0][1], out=grads.block)  # (n_out, n_in + 1): [dW0 | db0] from [X, 1]
             else:
                 matmul(dZ.T, values[i][1], out=grads[2 * i])  # (n_out, n_in)
-                matmul(ones, dZ, out=grads[2 * i + 1])  # (n_out,) column sums
+                K.column_sum(dZ, xp, out=grads[2 * i + 1], ones=ones)  # (n_out,)
             if i:  # dA of the layer below, into its spent Z (its backward reads only A)
                 dA = _dot(dZ, p[2 * i]) if ws is None else matmul(dZ, p[2 * i], out=values[i][0])  # (m, n_in)
         return loss

@@ -53,9 +53,10 @@ class PortableEngine:
     def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array,
                 validation: tuple[Array, Array] | None = None, *, batch_size: int | None = None,
                 shuffle: bool = True,
-                gradient_hook: GradientHook | None = None) -> Trainer:
-        """A :class:`Trainer` for one ``fit`` of ``net`` on model arrays ``(X, Y)``."""
-        return Trainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
+                gradient_hook: GradientHook | None = None, shard: tuple[int, int] | None = None) -> Trainer:
+        """A :class:`Trainer` for one ``fit`` of ``net`` on model arrays ``(X, Y)``; ``shard=(rank, size)``
+        trains on this rank's share of each batch (see :meth:`Trainer.rows`)."""
+        return Trainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook, shard)
 
     def release(self) -> None:
         """Free buffers kept between fits (none here)."""
@@ -87,16 +88,24 @@ class Trainer:
     print); with mini-batches they are the mean over the epoch's batches.
     ``chunk`` is how many epochs one ``run`` call is best given (1 for an eager
     engine; a compiled engine runs several per call).
+
+    With ``shard=(rank, size)`` (data-parallel ``fit``) every rank holds all of ``X``,
+    ``Y``, and each batch of the shared shuffle is cut into ``size`` contiguous shards:
+    this trainer steps on its own, dividing the loss by the whole batch's rows, and
+    its metrics are its rows' part of the batch's (summed over the ranks, they are the
+    batch's). The gradient hook (an allreduce) makes the step the whole batch's.
     """
 
     chunk = 1
 
     def __init__(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: tuple[Array, Array] | None,
-                 batch_size: int | None, shuffle: bool, gradient_hook: GradientHook | None) -> None:
+                 batch_size: int | None, shuffle: bool, gradient_hook: GradientHook | None,
+                 shard: tuple[int, int] | None = None) -> None:
         self.net, self.optimizer, self.X, self.Y, self.validation = net, optimizer, X, Y, validation
         self.m = X.shape[0]
         self.full_batch = batch_size is None or batch_size >= self.m
         self.batch_size, self.shuffle, self.gradient_hook = batch_size, shuffle, gradient_hook
+        self.shard = shard
         self.names, self.xp = net.param_names, net.xp
         names = net.metric_names
         self.keys = names + ([f"val_{k}" for k in names] if validation is not None else [])
@@ -113,41 +122,73 @@ class Trainer:
             return [self.epoch()]
         return [self.epoch() for _ in range(epochs)]
 
+    def rows(self, n: int) -> tuple[int, int]:
+        """This trainer's rows ``lo:hi`` of a batch of ``n``: all of them, or with a ``shard`` the rank's
+        contiguous share (sizes differ by one at most; a batch smaller than the ranks leaves some none)."""
+        if self.shard is None:
+            return 0, n
+        rank, size = self.shard
+        return n * rank // size, n * (rank + 1) // size
+
+    @property
+    def batch_rows(self) -> int:
+        """The most rows one step takes here: the batch's, or the largest shard of it."""
+        n = self.m if self.full_batch else self.batch_size
+        return n if self.shard is None else -(-n // self.shard[1])
+
     def epoch(self) -> list[Array]:
         """One epoch: the full batch, or the shuffled mini-batches, the last partial one included."""
         if self.full_batch:
-            loss, correct = self.batch(self.X, self.Y)
+            if self.shard is None:
+                loss, correct = self.batch(self.X, self.Y)
+            else:
+                lo, hi = self.rows(self.m)
+                loss, correct = self.batch(self.X[lo:hi, ...], self.Y[lo:hi, ...], self.m)
             metrics = [loss] if correct is None else [loss, correct / self.m]
         else:
             m, xp = self.m, self.xp
             order = (xp.asarray(permutation(self.net.rng, m), device=self.net.device) if self.shuffle
                      else xp.arange(m, device=self.net.device))
             loss = correct = 0.0
-            for lo in range(0, m, self.batch_size):
-                # in bounds: the array API leaves overshoot unspecified
-                idx = order[lo:min(lo + self.batch_size, m)]
-                xb, yb = self.gather(idx)
-                batch_loss, batch_correct = self.batch(xb, yb)
-                loss = loss + batch_loss * (yb.shape[0] / m)
+            for start in range(0, m, self.batch_size):
+                n = min(self.batch_size, m - start)  # in bounds: the array API leaves overshoot unspecified
+                lo, hi = self.rows(n)
+                xb, yb = self.gather(order[start + lo:start + hi])
+                batch_loss, batch_correct = self.batch(xb, yb, n)
+                loss = loss + batch_loss * (n / m)
                 if batch_correct is not None:
                     correct = correct + batch_correct
             metrics = [loss] + ([correct / m] if self.classification else [])
         if self.validation is not None:
-            metrics += self.net.measure(*self.validation)
+            metrics += self.validation_metrics()
         return metrics
+
+    def validation_metrics(self) -> list[Array]:
+        """The metrics on the validation data; with a ``shard``, this rank's rows' part of them."""
+        if self.shard is None:
+            return self.net.measure(*self.validation)
+        Xv, Yv = self.validation
+        m = Xv.shape[0]
+        lo, hi = self.rows(m)
+        if lo == hi:  # fewer validation rows than ranks
+            net = self.net
+            return [self.xp.zeros((), dtype=net.dtype, device=net.device) for _ in net.metric_names]
+        return [v * ((hi - lo) / m) for v in self.net.measure(Xv[lo:hi, ...], Yv[lo:hi, ...])]
 
     def gather(self, idx: Array) -> tuple[Array, Array]:
         """The batch's rows of the training data."""
         return self.xp.take(self.X, idx, axis=0), self.xp.take(self.Y, idx, axis=0)
 
-    def batch(self, X: Array, Y: Array) -> tuple[Array, Array | None]:
+    def batch(self, X: Array, Y: Array, m: int | None = None) -> tuple[Array, Array | None]:
         """One step on a batch: forward, back-propagation, the gradient hook, the optimizer.
 
-        Returns the batch's loss and (for classification) how many it got right, as device scalars."""
+        Returns the batch's loss and (for classification) how many it got right, as device scalars.
+        ``m``: the rows the loss is a mean over (None: ``Y``'s; a shard's batch has more)."""
         net = self.net
         values = net.evaluate(X, check_input=False)  # fit made X and Y the model's arrays, once
         correct = net.loss_fn.correct(values[-1][1], Y, self.xp) if self.classification else None
-        loss, grads = net.value_and_gradient(values, Y, check_input=False)
+        loss, grads = net.value_and_gradient(values, Y, check_input=False,
+                                             m=None if m == Y.shape[0] else m)
         if self.gradient_hook is not None:
             grads = Parameters(grads, self.xp)
             self.gradient_hook(grads)
