@@ -1027,6 +1027,8 @@ def parse_args(argv=None):
                     help="only rewrite the report from a --json file of an earlier run")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.previous and not Path(args.previous).is_file():  # now, not after the run
+        ap.error(f"--previous: no such file: {args.previous}")
     if args.gpu:
         args.backend, args.device = "cupy", args.device or "cuda"
     if args.backend == "cupy" and args.device is None:
@@ -1098,6 +1100,11 @@ def main(argv=None) -> None:
            "command": "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
            "machine": machine_info(threads, pools, args.nn_xp_label), "full": [], "mini": [], "memory": [],
            "load": [os.getloadavg()]}
+    if args.previous:
+        prev = json.loads(Path(args.previous).read_text())
+        version = prev["machine"].get("versions", {}).get("nn_xp", "")
+        res["previous"] = {"date": prev["date"], "commit": version, "full": prev.get("full", []),
+                           "mini": prev.get("mini", [])}
     if accel:
         res["labels"]["nn_xp"] = f"nn_xp, backend={args.backend!r}, device={args.device!r}"
         res["labels"]["torch"] += f" on {args.device or 'cpu'}"
@@ -1143,13 +1150,10 @@ def main(argv=None) -> None:
         res["gpu"] = gpu_extras(args)
     if not accel:
         res["predict"], res["torch_backend"] = extras(args, sizes, peer_names)
-    if args.previous:
-        prev = json.loads(Path(args.previous).read_text())
-        version = prev["machine"].get("versions", {}).get("nn_xp", "")
-        res["previous"] = {"date": prev["date"], "commit": version, "full": prev.get("full", []),
-                           "mini": prev.get("mini", [])}
     res["elapsed"] = time.time() - started
     res["load"].append(os.getloadavg())
+    if args.json:  # first: a report that fails must not take the measurements with it
+        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
     text = report(res)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -1157,8 +1161,6 @@ def main(argv=None) -> None:
         log(f"wrote {args.out}")
     else:
         print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1, default=str))
     log(f"done in {res['elapsed'] / 60:.1f} min")
 
 
