@@ -79,17 +79,9 @@ def copy_into(dst: Array, src: Array, xp: Namespace) -> None:
         dst[...] = src
 
 
-def column_sum(x: Array, xp: Namespace, out: Array | None = None, ones: Array | None = None) -> Array:
-    """``sum(x, axis=0)``, by the array's own method where it has one (the wrapper's costs a microsecond);
-    into ``out`` where given. With a vector of ``ones`` NumPy and CuPy take ``ones @ x``, one BLAS call,
-    faster than their reduction on small layers; torch sums (its matmul resizes a 1-D ``out``)."""
-    if out is None:
-        return x.sum(0) if slices_are_views(xp) else xp.sum(x, axis=0)
-    if is_torch_namespace(xp):
-        return _native(xp).sum(x, 0, out=out)
-    if ones is not None:
-        return matmul_function(xp)(ones, x, out=out)
-    return _native(xp).sum(x, axis=0, out=out)
+def column_sum(x: Array, xp: Namespace) -> Array:
+    """``sum(x, axis=0)``, by the array's own method where it has one (the wrapper's costs a microsecond)."""
+    return x.sum(0) if slices_are_views(xp) else xp.sum(x, axis=0)
 
 
 def flat_view(x: Array, xp: Namespace) -> Array:

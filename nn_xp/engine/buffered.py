@@ -294,7 +294,7 @@ class BufferedTrainer(Trainer):
                 matmul(dZ.T, values[0][1], out=grads.block)  # (n_out, n_in + 1): [dW0 | db0] from [X, 1]
             else:
                 matmul(dZ.T, values[i][1], out=grads[2 * i])  # (n_out, n_in)
-                K.column_sum(dZ, xp, out=grads[2 * i + 1], ones=ones)  # (n_out,)
+                matmul(ones, dZ, out=grads[2 * i + 1])  # (n_out,) column sums
             if i:  # dA of the layer below, into its spent Z (its backward reads only A)
                 dA = _dot(dZ, p[2 * i]) if ws is None else matmul(dZ, p[2 * i], out=values[i][0])  # (m, n_in)
         return loss
