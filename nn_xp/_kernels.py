@@ -107,7 +107,7 @@ def all_finite(x: Array, xp: Namespace) -> bool:
     On NumPy and CuPy a contiguous float array is first summed as ``x . x`` (one
     BLAS pass, no temporary): that sum is finite only if every value is. It can
     overflow on huge finite values, which the exact check after it then clears."""
-    if not supports_out(xp) or is_torch_namespace(xp):
+    if not supports_out(xp):
         return bool(xp.all(xp.isfinite(x)))
     np = _native(xp)
     if x.dtype.kind not in "fc":
@@ -170,8 +170,8 @@ def sigmoid(z: Array, xp: Namespace, out: Array | None = None) -> Array:
             np.exp(out, out=out)
         out += 1.0
         return np.reciprocal(out, out=out)
-    if is_torch_namespace(xp):
-        return _native(xp).sigmoid(z, out=out)
+    if out is None and is_torch_namespace(xp):
+        return _native(xp).sigmoid(z)
     if out is None:
         a = xp.tanh(z * 0.5)
     else:
@@ -187,8 +187,6 @@ def maximum(a: Array, b: Any, xp: Namespace, out: Array | None = None) -> Array:
     """``maximum(a, b)``, into ``out`` where the library can."""
     if out is None:
         return xp.maximum(a, b)
-    if is_torch_namespace(xp) and not hasattr(b, "shape"):
-        return _native(xp).clamp_min(a, b, out=out)  # torch's maximum takes tensors only
     return _native(xp).maximum(a, b, out=out)
 
 
@@ -196,8 +194,6 @@ def rsub(c: float, x: Array, xp: Namespace, inplace: bool) -> Array:
     """``c - x``; with ``inplace`` it overwrites ``x`` (a spent buffer), in one pass where the library can."""
     if not inplace:
         return c - x
-    if is_torch_namespace(xp):
-        return x.neg_().add_(c)  # torch subtracts from a number into no out=
     if supports_out(xp):
         return _native(xp).subtract(c, x, out=x)
     x *= -1.0  # portable: in-place operators are in the standard
