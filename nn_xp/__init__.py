@@ -15,7 +15,7 @@ from .backends import (
                        resolve_backend,
                        to_numpy,
 )
-from .callbacks import Callback, EarlyStopping, LambdaCallback, StopTraining
+from .callbacks import Callback, EarlyStopping, LambdaCallback, ReduceLROnPlateau, StopTraining
 from .checkpoint import load_checkpoint, save_checkpoint
 from .engine import ENGINES
 from .export import export_onnx
@@ -23,13 +23,15 @@ from .history import History
 from .io import ModelFileError, load, save
 from .losses import LOSSES, Loss
 from .network import Layer, Network
-from .optimizers import SGD, Adam, AdamW, CosineDecay, ExponentialDecay, Optimizer, StepDecay
+from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
+from .schedules import CosineDecay, ExponentialDecay, StepDecay, Warmup
 
 __all__ = [
     "ACTIVATIONS", "BACKENDS", "ENGINES", "LOSSES", "__version__",
     "Activation", "Adam", "AdamW", "Backend", "BackendUnavailableError", "Callback", "CosineDecay",
     "EarlyStopping", "ExponentialDecay", "History", "LambdaCallback", "Layer", "Loss", "Network",
-    "ModelFileError", "Optimizer", "SGD", "StepDecay", "StopTraining",
+    "ModelFileError", "Optimizer", "RMSprop", "ReduceLROnPlateau", "SGD", "StepDecay", "StopTraining",
+    "Warmup",
     "available_backends", "export_onnx", "load", "load_checkpoint", "resolve_backend", "save",
     "save_checkpoint", "to_numpy",
 ]

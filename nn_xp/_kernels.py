@@ -17,9 +17,9 @@ from array_api_compat import is_cupy_namespace, is_jax_namespace, is_numpy_names
 
 from ._typing import Array, Namespace
 
-__all__ = ["all_finite", "column_sum", "copy_into", "descend", "flat_portable_parameters", "flat_view",
-           "linear", "matmul_function", "maximum", "multiply", "rsub", "sigmoid", "slices_are_views",
-           "supports_out", "tanh", "weight_gradient"]
+__all__ = ["all_finite", "clip_scale", "column_sum", "copy_into", "descend", "flat_portable_parameters",
+           "flat_view", "linear", "matmul_function", "maximum", "multiply", "rsub", "sigmoid",
+           "slices_are_views", "sum_of_squares", "supports_out", "tanh", "weight_gradient"]
 
 _NATIVE: dict[str, Any] = {}
 
@@ -115,6 +115,36 @@ def all_finite(x: Array, xp: Namespace) -> bool:
     if x.flags.c_contiguous and math.isfinite(float(np.vdot(x, x))):
         return True
     return bool(np.isfinite(x).all())
+
+
+def sum_of_squares(x: Array, xp: Namespace) -> Any:
+    """``sum(x * x)`` over every element of ``x``, never read back: NumPy's ``vdot`` (one BLAS pass, no
+    temporary; a host scalar, as every NumPy value is), torch's ``dot`` (a device scalar); elsewhere the
+    array-API expression, which XLA fuses and a CUDA graph captures (CuPy: no BLAS call whose result
+    might come back through the host)."""
+    if is_numpy_namespace(xp):
+        return _native(xp).vdot(x, x)
+    if is_torch_namespace(xp):
+        v = x.reshape(-1)
+        return _native(xp).dot(v, v)
+    return xp.sum(x * x)
+
+
+def clip_scale(sum_sq: Any, clip_norm: float, xp: Namespace) -> Any:
+    """The factor ``min(1, clip_norm / norm)`` (``norm = sqrt(sum_sq)``) that brings a norm down to at most
+    ``clip_norm``, NaN where the norm is not finite (as Keras' ``clip_by_global_norm``: a gradient that
+    overflowed must show as a divergence, not as a silent zero step).
+
+    A device scalar, computed without reading the device; on NumPy (whose values are on the host) a
+    Python float, or None where it is 1 and there is nothing to do."""
+    if is_numpy_namespace(xp):
+        norm = math.sqrt(float(sum_sq))
+        if norm <= clip_norm:
+            return None
+        return clip_norm / norm if math.isfinite(norm) else math.nan
+    norm = xp.sqrt(sum_sq)
+    scale = clip_norm / xp.maximum(norm, clip_norm)  # 1 exactly where norm <= clip_norm
+    return xp.where(xp.isfinite(norm), scale, xp.full_like(scale, math.nan))
 
 
 def matmul_function(xp: Namespace) -> Any:

@@ -20,7 +20,8 @@ import numpy as np
 
 from ._validation import short
 from .activations import ACTIVATIONS
-from .losses import LOSSES
+from .dropout import rates
+from .losses import LOSSES, get_loss
 
 _Path = Any  # str or os.PathLike
 
@@ -221,6 +222,8 @@ def _check_metadata(path: _Path, header: dict) -> dict:
         raise error(path, f"has invalid activations {short(acts)} for {len(sizes) - 1} layers")
     if not (isinstance(loss, str) and loss in LOSSES):
         raise error(path, f"has an unknown loss {short(loss)}")
+    _check_loss_and_penalty(path, meta)
+    _check_dropout(path, meta.get("dropout"), len(sizes) - 2)
     if not isinstance(dtype, str) or dtype not in CODES:
         raise error(path, f"has dtype {short(dtype)}; nn_xp models are float32 or float64")
     info = meta.get("optimizer")
@@ -229,6 +232,34 @@ def _check_metadata(path: _Path, header: dict) -> dict:
                                  and is_int(info.get("iterations")) and info["iterations"] >= 0):
         raise error(path, f"has invalid optimizer metadata {short(info)}")
     return meta
+
+
+def _check_loss_and_penalty(path: _Path, meta: dict) -> None:
+    """The optional keys ``loss_config`` (a parametrised loss's parameters) and ``l1``, ``l2`` (penalties)."""
+    config = meta.get("loss_config")
+    if config is not None:
+        if not (isinstance(config, dict) and all(is_number(v) for v in config.values())):
+            raise error(path, f"has invalid loss_config {short(config)}")
+        try:
+            get_loss(meta["loss"], config)
+        except ValueError as exc:
+            raise error(path, f"has invalid loss_config {short(config)}: {exc}") from None
+    for key in ("l1", "l2"):
+        value = meta.get(key, 0.0)
+        if not (is_number(value) and 0 <= value < math.inf):
+            raise error(path, f"has {key} {short(value)}; a penalty is a non-negative, finite number")
+
+
+def _check_dropout(path: _Path, dropout: Any, n_hidden: int) -> None:
+    """The optional key ``dropout``: one rate in [0, 1) per hidden layer (a file without it has none)."""
+    if dropout is None:
+        return
+    try:
+        if not isinstance(dropout, list):
+            raise ValueError("it must be a list")
+        rates(dropout, n_hidden)
+    except ValueError as exc:
+        raise error(path, f"has invalid dropout {short(dropout)}: {exc}") from None
 
 
 def _check_entries(path: _Path, header: dict, data_len: int, meta: dict) -> dict[str, tuple[str, tuple]]:

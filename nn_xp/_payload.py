@@ -22,7 +22,7 @@ from ._modelfile import FORMAT, FORMAT_VERSION, error, safetensors_module, write
 from ._validation import short
 from ._version import __version__
 from .activations import ACTIVATIONS
-from .losses import LOSSES
+from .losses import is_builtin
 from .optimizers import OPTIMIZERS, Optimizer
 
 __all__ = ["add_optimizer", "check_net_and_path", "check_writable", "jsonable", "optimizer_state", "payload",
@@ -54,7 +54,7 @@ def payload(net: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         if ACTIVATIONS.get(layer.activation.name) is not layer.activation:
             raise ValueError(f"cannot save the custom activation {layer.activation.name!r}: "
                              "model files name built-in activations only")
-    if LOSSES.get(net.loss_fn.name) is not net.loss_fn:
+    if not is_builtin(net.loss_fn):
         raise ValueError(f"cannot save the custom loss {net.loss_fn.name!r}: "
                          "model files name built-in losses only")
     flat = [a for pair in net.get_weights() for a in pair]
@@ -63,6 +63,12 @@ def payload(net: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "nn_xp_version": __version__,
             "layer_sizes": net.layer_sizes, "activations": net.activations, "loss": net.loss_fn.name,
             "dtype": net.dtype_name}
+    if net.loss_fn.config:  # optional keys: a file without them loads as before (no parameters, no penalty)
+        meta["loss_config"] = dict(net.loss_fn.config)
+    if net.penalty is not None:
+        meta["l1"], meta["l2"] = net.l1, net.l2
+    if any(net.dropout):  # one rate per hidden layer; a file without it has none
+        meta["dropout"] = list(net.dropout)
     return tensors, meta
 
 

@@ -34,9 +34,13 @@ __all__ = [
     "device_context",
     "format_backends",
     "comm_timeout",
+    "dtype_name",
+    "environment",
+    "format_environment",
     "is_host_array",
     "launch",
     "resolve_backend",
+    "resolve_saved",
     "to_numpy",
 ]
 
@@ -96,16 +100,67 @@ class Backend:
         """The type of this backend's arrays, for cheap checks of arrays that are already the model's."""
         return type(self.xp.asarray(0.0, device=self.device))
 
-    def dtype(self, name: str) -> Any:
-        """The namespace's dtype object for ``"float32"`` or ``"float64"``."""
-        if name not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {name!r}")
+    def dtype(self, name: Any) -> Any:
+        """The namespace's dtype object for ``"float32"`` or ``"float64"`` (or a dtype object naming one of
+        them: see :func:`dtype_name`)."""
+        if not isinstance(name, str) or name not in ("float32", "float64"):
+            name = dtype_name(name)
         if name == "float64" and self.name == "jax" and not _jax_x64():
             raise ValueError(_JAX_X64_HINT)
         return getattr(self.xp, name)
 
+    @property
+    def device_spec(self) -> Any:
+        """The device as plain data (``"cpu"``, ``"cuda:1"``, a GPU index, ``"device1"``) that
+        :func:`resolve_backend` takes back: what a pickle records, so that unpickling imports no GPU
+        library before the backend is resolved again."""
+        if self.name == "cupy":
+            return int(self.device.id)
+        if self.name == "jax":  # "cpu:0", "cuda:1": the platform and the index among its devices
+            platform = self.device.platform
+            return f"{platform}:{importlib.import_module('jax').devices(platform).index(self.device)}"
+        return str(self.device)  # torch's "cuda:1"; array_api_strict's devices are found by their text
+
     def __str__(self) -> str:
         return f"{self.name} on {self.device}"
+
+
+#: the libraries whose own dtype objects name a precision in their text (``torch.float32``); NumPy's, CuPy's
+#: and JAX's convert through ``numpy.dtype``
+_DTYPE_LIBRARIES = ("torch", "array_api_strict")
+
+
+def dtype_name(dtype: Any) -> str:
+    """``"float32"`` or ``"float64"`` from a name or a dtype object of any backend.
+
+    Accepts the strings, ``numpy.float32`` / ``numpy.dtype("float64")`` (CuPy's and
+    JAX's dtypes are NumPy's, or convert to them), ``torch.float32``, array_api_strict's
+    dtypes, and Python's ``float`` (float64, as NumPy reads it). The backend of the
+    object does not matter: it names the precision.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dtype_name(np.float32), dtype_name("float64")
+    ('float32', 'float64')
+    """
+    if isinstance(dtype, str):
+        if dtype in ("float32", "float64"):
+            return dtype
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    name = None
+    if type(dtype).__module__.split(".")[0] in _DTYPE_LIBRARIES:
+        name = str(dtype).rpartition(".")[2]
+    elif dtype is not None:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            pass
+    if name not in ("float32", "float64"):
+        got = f"{dtype!r}" + (f" ({name})" if name else "")
+        raise ValueError(f"dtype must be 'float32' or 'float64', or a dtype object of either (np.float32, "
+                         f"torch.float64, jnp.float32, ...), got {got}")
+    return name
 
 
 def _import(module: str) -> Any:
@@ -138,6 +193,17 @@ _NO_GPU_FIX = ("fix: run on a machine with an NVIDIA GPU and its driver (nvidia-
                "or pick another backend")
 #: the Linux driver each CUDA major version needs at least (NVIDIA's CUDA compatibility table)
 _MIN_DRIVER = {12: "525.60.13", 13: "580.65.06"}
+
+
+#: CUDA errors at the first device query that are neither "no GPU" nor "driver too old": (what, fix)
+_CUDA_ERRORS = {
+    "cudaErrorSystemDriverMismatch": (
+        "the NVIDIA driver's library and kernel module are different versions (a driver updated without a "
+        "reboot)", "reboot, or reinstall the NVIDIA driver"),
+    "cudaErrorDevicesUnavailable": (
+        "a GPU is there but none is available (each busy in exclusive-process mode, or prohibited)",
+        "wait for the other process, or let GPUs be shared (nvidia-smi -c DEFAULT), or pick another backend"),
+}
 
 
 @functools.cache
@@ -181,6 +247,9 @@ def _cuda_device_count(cupy: Any) -> tuple[int, str]:
         n = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as exc:  # CUDARuntimeError: no device, no driver, an old driver
         seen = _first_line(exc)
+        known = next((why for code, why in _CUDA_ERRORS.items() if code in seen), None)
+        if known is not None:
+            return 0, f"{known[0]} ({seen}); fix: {known[1]}"
         if "cudaErrorInsufficientDriver" not in seen:
             return 0, f"no GPU (no CUDA device answered: {seen}); {_NO_GPU_FIX}"
         driver = _cuda_version(cupy, "driverGetVersion")
@@ -315,8 +384,9 @@ def available_backends() -> dict[str, dict[str, Any]]:
     return report
 
 
-def format_backends(report: dict[str, dict[str, Any]] | None = None) -> str:
-    """The :func:`available_backends` report as a text table (``python -m nn_xp``)."""
+def format_backends(report: dict[str, dict[str, Any]] | None = None, above_auto: str = "") -> str:
+    """The :func:`available_backends` report as a text table (``python -m nn_xp``), its last line what
+    ``auto`` picks; ``above_auto``: lines to put between the table and that line."""
     report = available_backends() if report is None else report
     rows = [("backend", "installed", "usable", "version", "devices / reason")]
     for name in BACKENDS[1:]:
@@ -326,10 +396,58 @@ def format_backends(report: dict[str, dict[str, Any]] | None = None) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4]
              for row in rows]
+    if above_auto:
+        lines += ["", above_auto]
     env = os.environ.get("NN_XP_BACKEND")
     lines.append(f"auto picks: {report['auto']['picks']}"
                  + (f"   (NN_XP_BACKEND={env!r} is set)" if env else ""))
     return "\n".join(lines)
+
+
+def environment() -> dict[str, Any]:
+    """What ``Network()`` resolves to here, read as it would be: ``{"NN_XP_BACKEND": value or None,
+    "NN_XP_DEVICE": value or None, "backend": Backend or None, "error": the exception or None}``."""
+    env = {key: os.environ.get(key) for key in ("NN_XP_BACKEND", "NN_XP_DEVICE")}
+    try:
+        return {**env, "backend": resolve_backend(), "error": None}
+    except (BackendUnavailableError, ValueError) as exc:
+        return {**env, "backend": None, "error": exc}
+
+
+def format_environment(found: dict[str, Any] | None = None) -> str:
+    """:func:`environment` as text: the variables in force, and what ``Network()`` uses or why it fails."""
+    found = environment() if found is None else found
+    backend, device = found["NN_XP_BACKEND"], found["NN_XP_DEVICE"]
+    lines = [f"NN_XP_BACKEND={backend!r}" if backend is not None else "NN_XP_BACKEND is not set (auto)",
+             f"NN_XP_DEVICE={device!r}" if device is not None else "NN_XP_DEVICE is not set"]
+    if device and not backend:
+        lines[-1] += " (read with auto)"
+    if found["error"] is not None:
+        lines.append(f"Network() here fails: {type(found['error']).__name__}: {found['error']}")
+    else:
+        chosen = found["backend"]
+        lines.append(f"Network() here uses: backend {chosen.name!r} on device {chosen.device}")
+    return "\n".join(lines)
+
+
+def resolve_saved(name: str, device: Any, what: str) -> tuple[Backend, str | None]:
+    """The backend that ``what`` (a pickled network) was on, resolved again: ``(backend, None)``.
+
+    ``NN_XP_BACKEND`` does not move it: the recorded backend and device are used.
+    Where they are not usable here and ``NN_XP_BACKEND`` is set, it opens on the
+    backend that names instead: ``(that backend, why the recorded one is not usable)``,
+    for the caller to warn. Else a :class:`BackendUnavailableError` with the fix.
+    """
+    try:
+        return resolve_backend(name, device), None
+    except (BackendUnavailableError, ValueError) as exc:
+        reason = str(exc)
+    if os.environ.get("NN_XP_BACKEND"):
+        return resolve_backend(), reason
+    raise BackendUnavailableError(
+        f"{what} was pickled on backend {name!r}, device {device!r}, which is not usable here ({reason}); "
+        "fix: unpickle it where that backend and device are usable, or set NN_XP_BACKEND (and NN_XP_DEVICE) "
+        "to a backend to open it on here, e.g. NN_XP_BACKEND=numpy")
 
 
 def _native_device(name: str, module: Any, device: Any) -> Any:
@@ -369,7 +487,7 @@ def _native_device(name: str, module: Any, device: Any) -> Any:
             if index >= count:
                 raise BackendUnavailableError(
                     f"backend 'torch' was asked for device {device!r}, but torch sees {count} CUDA "
-                    "device(s); fix: pick another device or unset NN_XP_DEVICE")
+                    "device(s); fix: pick another device (device='cpu', or a GPU torch sees)")
             return module.device("cuda", index)  # canonical: tensors report cuda:N, never bare cuda
         if dev.type == "cpu":
             return module.device("cpu")  # tensors report 'cpu', never 'cpu:0'
@@ -387,10 +505,20 @@ def _native_device(name: str, module: Any, device: Any) -> Any:
         raise ValueError(f"cupy device must be a GPU index, 'cuda:N' or a cupy.cuda.Device, got {device!r}")
     count, _ = _cuda_device_count(module)
     if index >= count:
+        fix = "pick another backend" if not count else f"pick another device (GPU 0 to {count - 1})"
         raise BackendUnavailableError(
-            f"backend 'cupy' was asked for GPU {index}, but only {count} CUDA device(s) answered; "
-            "fix: pick another device or unset NN_XP_DEVICE")
+            f"backend 'cupy' was asked for GPU {index}, but only {count} CUDA device(s) answered; fix: {fix}")
     return module.cuda.Device(index)
+
+
+def _device_of(name: str, module: Any, device: Any, from_env: bool) -> Any:
+    """:func:`_native_device`, its error naming ``NN_XP_DEVICE`` where the device came from there."""
+    try:
+        return _native_device(name, module, device)
+    except (BackendUnavailableError, ValueError) as exc:
+        if not from_env:
+            raise
+        raise type(exc)(f"{exc}; that device came from NN_XP_DEVICE={device!r}: change or unset it") from None
 
 
 def _jax_device(jax: Any, device: Any) -> Any:
@@ -420,7 +548,7 @@ def _jax_device(jax: Any, device: Any) -> Any:
         seen = ", ".join(str(d) for d in _jax_devices(jax))
         raise BackendUnavailableError(
             f"backend 'jax' was asked for device {device!r}, but jax sees {seen}; fix: pick one of those, "
-            f"unset NN_XP_DEVICE, or install JAX for that platform ({_INSTALL_HINT['jax']})")
+            f"or install JAX for that platform ({_INSTALL_HINT['jax']})")
     return devices[index]
 
 
@@ -457,22 +585,26 @@ def resolve_backend(backend: str | None = None, device: Any = None) -> Backend:
     if not isinstance(backend, str) or backend.lower() not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (from {source}); valid names: {', '.join(BACKENDS)}")
     name = backend.lower()
+    from_env = False
     if device is None and source != "backend argument":
         # NN_XP_DEVICE goes with NN_XP_BACKEND / auto: an explicit backend uses its own default device
         device = os.environ.get("NN_XP_DEVICE") or None
+        from_env = device is not None
     if name == "auto":
         name = _auto_choice()
         if name == "numpy" and device is not None and str(device) != "cpu":
             raise BackendUnavailableError(
-                f"backend 'auto' found no CUDA device but device {device!r} was asked for; "
-                f"fix: install CuPy for your CUDA ({_INSTALL_HINT['cupy']}) or unset NN_XP_DEVICE")
+                f"backend 'auto' found no CUDA device but device {device!r} was asked for; fix: install CuPy "
+                f"for your CUDA ({_INSTALL_HINT['cupy']}), or "
+                + ("unset NN_XP_DEVICE, which asked for it" if from_env else "leave device unset"))
     info = _probe(name)
     if not info["usable"]:
-        fix_env = " or unset NN_XP_BACKEND" if source == "NN_XP_BACKEND" else ""
-        raise BackendUnavailableError(
-            f"backend {name!r} (from {source}) is not usable: {info['reason']}{fix_env}")
+        also = (f"; or unset NN_XP_BACKEND, and auto picks {_auto_choice()!r} here"
+                if source == "NN_XP_BACKEND" else "")
+        raise BackendUnavailableError(f"backend {name!r} (from {source}) is not usable: {info['reason']}"
+                                      + also)
     module = importlib.import_module(name)
-    native = _native_device(name, module, device)
+    native = _device_of(name, module, device, from_env)
     # array_api_strict and jax.numpy are array-API namespaces themselves; the others are wrapped by
     # array-api-compat
     if name == "jax":

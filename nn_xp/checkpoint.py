@@ -46,6 +46,8 @@ def save_checkpoint(net: Any, path: _Path, optimizer: Optimizer | None, epoch: i
         add_optimizer(tensors, meta, optimizer, net.dtype_name)
     meta["checkpoint"] = {"epoch": int(epoch), "rng": jsonable(rng_state(net.rng)),
                           "history": jsonable(history.history), "history_epoch": jsonable(history.epoch)}
+    if any(net.dropout):  # what every step's dropout masks are drawn from, with its count
+        meta["checkpoint"]["dropout_seed"] = net.dropout_seed
     write(path, tensors, meta)
 
 
@@ -67,8 +69,10 @@ def load_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None) -> tuple
     """
     meta, tensors = read(path)
     epoch, history, rng = _checked_checkpoint(path, meta, net)
+    dropout_seed = _checked_dropout(path, meta, net)
     optimizer, state, rebuilt = _checkpoint_optimizer(path, meta, tensors, net, optimizer)
     before = (net.get_weights(), net.optimizer, rng_state(net.rng), net.rng)
+    seed_before = net.dropout_seed
     before_state = optimizer.state_dict() if optimizer is not None else None
     try:
         net.set_weights(weights(meta, tensors))
@@ -83,8 +87,11 @@ def load_checkpoint(path: _Path, net: Any, optimizer: Optimizer | None) -> tuple
             set_rng_state(net.rng, rng_state(rng))  # keep the caller's generator object
         else:
             net.rng = rng
+        if dropout_seed is not None:
+            net.dropout_seed = dropout_seed
     except BaseException:  # Ctrl-C too: the network, its optimizer and its generator as they were
         old_weights, net.optimizer, old_rng, net.rng = before
+        net.dropout_seed = seed_before
         net.set_weights(old_weights)
         set_rng_state(net.rng, old_rng)
         if before_state is not None:
@@ -99,7 +106,8 @@ def _checked_checkpoint(path: _Path, meta: dict, net: Any) -> tuple[int, History
     if not isinstance(ck, dict):
         raise error(path, "is a model file, not a training checkpoint (save_checkpoint writes those)")
     saved, this = _describe(meta), _describe({"layer_sizes": net.layer_sizes, "activations": net.activations,
-                                              "loss": net.loss_fn.name, "dtype": net.dtype_name})
+                                              "loss": net.loss_fn.name, "dtype": net.dtype_name,
+                                              "loss_config": dict(net.loss_fn.config)})
     if saved != this:
         raise error(path, f"is a checkpoint of a {saved} network; this network is {this}")
     epoch, history, epochs = ck.get("epoch"), ck.get("history"), ck.get("history_epoch")
@@ -111,6 +119,24 @@ def _checked_checkpoint(path: _Path, meta: dict, net: Any) -> tuple[int, History
     if not (isinstance(epochs, list) and all(is_int(e) for e in epochs)):
         raise error(path, "checkpoint history_epoch must be a list of integers")
     return epoch, History(history, epochs), _generator(path, ck.get("rng"))
+
+
+def _checked_dropout(path: _Path, meta: dict, net: Any) -> int | None:
+    """The checkpoint's dropout seed (None where it has no dropout), its rates checked against the network's:
+    resuming continues the same training, so the rates are the network's as much as its layers are."""
+    saved = tuple(meta.get("dropout") or (0.0,) * len(net.dropout))  # _modelfile checked its rates
+    if saved != net.dropout:
+        def said(rates: tuple) -> str:
+            return f"dropout {list(rates)}" if any(rates) else "no dropout"
+
+        raise error(path, f"is a checkpoint of a network with {said(saved)}; this network has "
+                          f"{said(net.dropout)} (give Network(..., dropout=) as when it was saved)")
+    seed = meta["checkpoint"].get("dropout_seed")
+    if not any(saved):
+        return None
+    if not is_int(seed) or not 0 <= seed < 2**64:
+        raise error(path, f"checkpoint dropout_seed must be an integer in [0, 2**64), got {short(seed)}")
+    return seed
 
 
 def _checkpoint_optimizer(path: _Path, meta: dict, tensors: dict, net: Any, optimizer: Optimizer | None):
@@ -148,7 +174,8 @@ def _checkpoint_optimizer(path: _Path, meta: dict, tensors: dict, net: Any, opti
 
 def _describe(meta: dict) -> str:
     sizes = "-".join(map(str, meta["layer_sizes"]))
-    return f"{sizes} ({', '.join(meta['activations'])}; loss {meta['loss']}; {meta['dtype']})"
+    config = "".join(f", {k}={v!r}" for k, v in (meta.get("loss_config") or {}).items())  # huber's delta
+    return f"{sizes} ({', '.join(meta['activations'])}; loss {meta['loss']}{config}; {meta['dtype']})"
 
 
 def _generator(path: _Path, state: Any) -> np.random.Generator:

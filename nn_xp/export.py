@@ -146,7 +146,7 @@ def _model(onnx: Any, net: Any, tensors: dict[str, np.ndarray], meta: dict, opse
     model = helper.make_model(graph, opset_imports=opsets, producer_name="nn_xp",
                               producer_version=meta["nn_xp_version"])
     model.ir_version = helper.find_min_ir_version_for(opsets)  # any runtime that knows the opset loads it
-    keep = ("nn_xp_version", "layer_sizes", "activations", "loss", "dtype")
+    keep = ("nn_xp_version", "layer_sizes", "activations", "loss", "loss_config", "dtype")  # as trained
     props = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items() if k in keep}
     props["outputs"] = json.dumps([o.name for o in outputs])
     helper.set_model_props(model, props)

@@ -27,6 +27,7 @@ from ._payload import (
 
 # their home is nn_xp.checkpoint; here too for code written against nn_xp 0.1
 from .checkpoint import load_checkpoint, save_checkpoint
+from .losses import get_loss
 from .network import Network
 
 __all__ = ["ModelFileError", "load", "load_checkpoint", "save", "save_checkpoint"]
@@ -85,8 +86,10 @@ def load(path: _Path, backend: str | None = None, device: Any = None) -> Network
     target = backends.resolve_backend(backend, device)
     meta, tensors = read(path)
     try:  # the metadata names only built-in activations and a loss; their pairing is Network's to check
-        net = Network(meta["layer_sizes"], meta["activations"], meta["loss"], backend=target.name,
-                      device=target.device, dtype=meta["dtype"])
+        loss = get_loss(meta["loss"], meta.get("loss_config"))  # huber's delta too
+        net = Network(meta["layer_sizes"], meta["activations"], loss, backend=target.name,
+                      device=target.device, dtype=meta["dtype"], l1=meta.get("l1", 0.0),
+                      l2=meta.get("l2", 0.0), dropout=meta.get("dropout", 0.0))
     except ValueError as exc:
         raise error(path, f"describes a network nn_xp cannot build: {exc}") from None
     net.set_weights(weights(meta, tensors))

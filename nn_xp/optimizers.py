@@ -1,10 +1,12 @@
-"""Optimizers and learning-rate schedules.
+"""Optimizers: SGD, Adam, AdamW, RMSprop, each optionally clipping the gradients' global norm.
 
 An optimizer updates parameters in place from gradients with the same names
 and shapes. Its state (momentum, Adam's moments) is keyed by parameter name
 and allocated lazily on the parameter's device with ``xp.zeros_like``. The
 learning rate is a Python float or a schedule ``lr(step) -> float`` evaluated
-on the host, so no step ever reads the device.
+on the host (:mod:`nn_xp.schedules`, re-exported here), so no step ever reads
+the device. ``clip_norm`` scales the gradients down to that global norm with a
+scale computed on the device.
 
 Immutable arrays (JAX) inside a compiled function get :meth:`Optimizer.apply`,
 the same rule as a pure function of the parameters, the state, the step count
@@ -14,7 +16,7 @@ counts steps on the host.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from numbers import Real
 from typing import Any
 
@@ -25,11 +27,10 @@ from . import _kernels as K
 from ._typing import Array
 from ._validation import check_positive, short
 from .backends import device_context, to_numpy
+from .schedules import CosineDecay, ExponentialDecay, Schedule, StepDecay, Warmup
 
 __all__ = ["SGD", "Adam", "AdamW", "CosineDecay", "ExponentialDecay", "Optimizer", "OptimizerSnapshot",
-           "StepDecay", "get_optimizer"]
-
-Schedule = Callable[[int], float]
+           "RMSprop", "Schedule", "StepDecay", "Warmup", "get_optimizer"]
 
 _EMPTY: dict = {}
 
@@ -43,6 +44,12 @@ class Optimizer:
     of them at once in one call per operation. A rule that is not elementwise
     (one that looks at a whole parameter, such as a per-layer norm) sets
     ``elementwise = False`` and is always applied parameter by parameter.
+
+    ``clip_norm`` (None: no clipping) scales every gradient by
+    ``min(1, clip_norm / norm)``, ``norm`` being the global L2 norm of all the
+    gradients together, before the rule sees them: Keras' ``global_clipnorm``
+    (Keras' ``clipnorm`` clips each array by its own norm; PyTorch's
+    ``clip_grad_norm_`` is the global one). See :meth:`clip_gradients`.
     """
 
     #: names of the per-parameter state slots, e.g. ("m", "v")
@@ -56,8 +63,11 @@ class Optimizer:
             raise TypeError(f"{cls.__name__} defines _update(name, p, g, lr, xp), which nn_xp no longer "
                             "calls: write the rule as update(self, p, g, state, lr, xp) (Optimizer.update)")
 
-    def __init__(self, learning_rate: float | Schedule) -> None:
+    def __init__(self, learning_rate: float | Schedule, clip_norm: float | None = None) -> None:
         self.set_learning_rate(learning_rate)
+        if clip_norm is not None:
+            check_positive(clip_norm, "clip_norm")
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.iterations = 0
         self.state: dict[str, dict[str, Array]] = {}
         self._flat: tuple[list[Array], Any] | None = None  # the slots as flat buffers, see _flat_state
@@ -112,6 +122,8 @@ class Optimizer:
         values, so no host state is frozen into the trace. ``params`` and
         ``grads`` are keyed by name; ``state`` is :meth:`state_for`'s (``{}``
         for a stateless rule). The caller keeps ``state`` and ``iterations``.
+        With ``clip_norm``, the gradients are first scaled to it as in
+        :meth:`clip_gradients`, the scale a traced value too.
 
         Examples
         --------
@@ -120,6 +132,10 @@ class Optimizer:
         >>> new["W0"].tolist()
         [0.5, 0.5]
         """
+        if self.clip_norm is not None:
+            scale = K.clip_scale(_total([K.sum_of_squares(grads[n], xp) for n in params]), self.clip_norm, xp)
+            if scale is not None:
+                grads = {name: grads[name] * scale for name in params}  # new arrays: nothing given is written
         counted, self.iterations = self.iterations, step  # the rule reads the step it applies
         try:
             new_params, new_state = {}, {}
@@ -161,9 +177,11 @@ class Optimizer:
     def _step(self, params: list[Array], grads: Sequence[Array], names: Sequence[str] | None,
               xp: Any) -> None:
         names = _default_names(len(params)) if names is None else names
-        flat_p, flat_g = getattr(params, "flat", None), getattr(grads, "flat", None)
         lr = self.current_learning_rate()
         self.iterations += 1
+        if self.clip_norm is not None:
+            grads = self.clip_gradients(grads, xp)
+        flat_p, flat_g = getattr(params, "flat", None), getattr(grads, "flat", None)
         if flat_p is not None and flat_g is not None and self.elementwise:
             state = self._flat_state(params, names) if self.slots else {}
             new = self.update(flat_p, flat_g, state, lr, params.xp)
@@ -186,6 +204,35 @@ class Optimizer:
                     p[...] = new  # into the parameter's own buffer, which may be a view the network relies on
                 else:
                     params[i] = new
+
+    def clip_gradients(self, grads: Sequence[Array], xp: Any = None) -> Sequence[Array]:
+        """``grads`` scaled by ``min(1, clip_norm / norm)``, ``norm`` the global L2 norm of all of them, in
+        place where the arrays take writes (else new arrays); returns them (``grads`` itself for a flat
+        buffer). Nothing is read back: the scale is a device scalar (a host one on NumPy, where it is skipped
+        when it is 1), so the step stays asynchronous and a CUDA graph can capture it. Without ``clip_norm``,
+        ``grads`` as given.
+
+        Where ``grads`` are views of one flat buffer the norm is one pass over it and the scaling one more;
+        otherwise one pass per array. A data-parallel fit calls the step after the gradient hook (the
+        allreduce), so the norm is the whole batch's gradient's, the same on every rank.
+        """
+        if self.clip_norm is None:
+            return grads
+        xp = xp or getattr(grads, "xp", None) or array_namespace(*grads)
+        flat = getattr(grads, "flat", None)
+        if flat is not None:
+            scale = K.clip_scale(K.sum_of_squares(flat, xp), self.clip_norm, xp)
+            if scale is not None:
+                flat *= scale
+            return grads
+        scale = K.clip_scale(_total([K.sum_of_squares(g, xp) for g in grads]), self.clip_norm, xp)
+        if scale is None:
+            return grads
+        scaled = []
+        for g in grads:
+            g *= scale  # in place, or a new array where arrays are immutable
+            scaled.append(g)
+        return scaled
 
     def _flat_state(self, params: Any, names: Sequence[str]) -> dict[str, Array]:
         """The slots as flat buffers laid out like ``params.flat``, ``self.state`` holding views of them.
@@ -340,6 +387,14 @@ def _copy(a: Array) -> Array:
         return array_namespace(a).asarray(a, copy=True)
 
 
+def _total(parts: list[Any]) -> Any:
+    """The sum of device scalars, without a host number to start from."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
 def _inverse_sqrt(x: Any, xp: Any) -> Any:
     """``1 / sqrt(x)`` of a host number, or of a traced one (the step count in :meth:`Optimizer.apply`)."""
     return 1.0 / math.sqrt(x) if isinstance(x, Real) else 1.0 / xp.sqrt(x)
@@ -354,15 +409,16 @@ class SGD(Optimizer):
 
     With ``momentum=0`` it is exactly the blog's step ``W -= lr * dW``.
     Momentum follows PyTorch: ``v = momentum * v + g``; ``p -= lr * v``.
+    ``clip_norm``: see :class:`Optimizer` (the global norm, Keras' ``global_clipnorm``).
 
     Examples
     --------
-    >>> opt = SGD(0.1, momentum=0.9)
+    >>> opt = SGD(0.1, momentum=0.9, clip_norm=1.0)
     """
 
     def __init__(self, learning_rate: float | Schedule = 0.1, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(learning_rate)
+                 weight_decay: float = 0.0, *, clip_norm: float | None = None) -> None:
+        super().__init__(learning_rate, clip_norm)
         check_positive(momentum, "momentum", allow_zero=True)
         check_positive(weight_decay, "weight_decay", allow_zero=True)
         if momentum >= 1:
@@ -390,21 +446,21 @@ class SGD(Optimizer):
 
     def config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba), with optional L2 ``weight_decay`` added to the gradient.
 
-    Defaults are the usual ones (PyTorch's and scikit-learn's).
+    Defaults are the usual ones (PyTorch's and scikit-learn's). ``clip_norm``: see :class:`Optimizer`.
     """
 
     slots = ("m", "v")
     decoupled = False
 
     def __init__(self, learning_rate: float | Schedule = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8, weight_decay: float = 0.0) -> None:
-        super().__init__(learning_rate)
+                 epsilon: float = 1e-8, weight_decay: float = 0.0, *, clip_norm: float | None = None) -> None:
+        super().__init__(learning_rate, clip_norm)
         for name, value in (("beta_1", beta_1), ("beta_2", beta_2)):
             check_positive(value, name, allow_zero=True)
             if value >= 1:
@@ -439,7 +495,7 @@ class Adam(Optimizer):
 
     def config(self) -> dict[str, Any]:
         return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,
-                "epsilon": self.epsilon, "weight_decay": self.weight_decay}
+                "epsilon": self.epsilon, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
 
 class AdamW(Adam):
@@ -448,15 +504,91 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, learning_rate: float | Schedule = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8, weight_decay: float = 0.01) -> None:
-        super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay)
+                 epsilon: float = 1e-8, weight_decay: float = 0.01, *,
+                 clip_norm: float | None = None) -> None:
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay, clip_norm=clip_norm)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+class RMSprop(Optimizer):
+    """RMSprop (Hinton, 2012) as Keras writes it, plain momentum and the centered variant included.
+
+    ``velocity = rho * velocity + (1 - rho) * g**2``; ``increment = lr * g / sqrt(velocity + epsilon)``;
+    ``p -= increment``. ``centered`` also keeps ``mean = rho * mean + (1 - rho) * g`` and divides by
+    ``sqrt(velocity - mean**2 + epsilon)`` (the gradient's variance). With ``momentum``,
+    ``buffer = momentum * buffer + increment``; ``p -= buffer``.
+
+    ``epsilon`` is inside the square root, as in Keras and TensorFlow; ``torch.optim.RMSprop`` adds its
+    ``eps`` to the root instead, and keeps its momentum buffer without the rate: the two agree where
+    ``epsilon`` is negligible against the velocity and the rate is constant. ``weight_decay`` is L2 added
+    to the gradient, as for nn_xp's SGD and Adam and torch's RMSprop (Keras' ``weight_decay`` is
+    decoupled, as :class:`AdamW`'s). ``clip_norm``: see :class:`Optimizer`.
+
+    Examples
+    --------
+    >>> opt = RMSprop(0.001, momentum=0.9, centered=True, clip_norm=1.0)
+    >>> opt.slots
+    ('velocity', 'momentum', 'average_gradient')
+    """
+
+    def __init__(self, learning_rate: float | Schedule = 0.001, rho: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-7, centered: bool = False, weight_decay: float = 0.0, *,
+                 clip_norm: float | None = None) -> None:
+        super().__init__(learning_rate, clip_norm)
+        for name, value in (("rho", rho), ("momentum", momentum)):
+            check_positive(value, name, allow_zero=True)
+            if value >= 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        check_positive(epsilon, "epsilon")
+        check_positive(weight_decay, "weight_decay", allow_zero=True)
+        if not isinstance(centered, bool):
+            raise TypeError(f"centered must be True or False, got {centered!r}")
+        self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
+        self.centered, self.weight_decay = centered, float(weight_decay)
+        self.slots = ("velocity",) + (("momentum",) if momentum else ()) + (("average_gradient",) if centered
+                                                                              else ())
+
+    def update(self, p: Array, g: Array, state: dict[str, Array], lr: float, xp: Any) -> Array:
+        if self.weight_decay:
+            g += self.weight_decay * p
+        rho = self.rho
+        v = state["velocity"]
+        v *= rho
+        square = g * g
+        square *= 1.0 - rho
+        v += square
+        state["velocity"] = v  # the same array, unless the library's in-place operators rebind
+        if self.centered:
+            mean = state["average_gradient"]
+            mean *= rho
+            mean += (1.0 - rho) * g
+            state["average_gradient"] = mean
+            denom = v - mean * mean  # the gradient's variance
+            denom += self.epsilon
+        else:
+            denom = v + self.epsilon
+        step = g * lr
+        step /= xp.sqrt(denom)  # lr * g / sqrt(v + eps)
+        if self.momentum:
+            buffer = state["momentum"]
+            buffer *= self.momentum
+            buffer += step
+            state["momentum"] = buffer
+            step = buffer
+        p -= step
+        return p
+
+    def config(self) -> dict[str, Any]:
+        return {"learning_rate": self.learning_rate, "rho": self.rho, "momentum": self.momentum,
+                "epsilon": self.epsilon, "centered": self.centered, "weight_decay": self.weight_decay,
+                "clip_norm": self.clip_norm}
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 
 def get_optimizer(optimizer: str | Optimizer | None, learning_rate: float | Schedule | None) -> Optimizer:
-    """An optimizer from a name (with ``learning_rate`` if given) or an object passed through."""
+    """An optimizer from a name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``; with ``learning_rate``
+    if given) or an object passed through."""
     if isinstance(optimizer, Optimizer):
         if learning_rate is not None:
             raise ValueError("give learning_rate to the optimizer object, not to fit, when passing "
@@ -469,44 +601,3 @@ def get_optimizer(optimizer: str | Optimizer | None, learning_rate: float | Sche
                          "(or pass an nn_xp.Optimizer)")
     cls = OPTIMIZERS[optimizer.lower()]
     return cls() if learning_rate is None else cls(learning_rate)
-
-
-# ----------------------------------------------------------------- schedules
-class StepDecay:
-    """``lr = initial * drop ** (step // every)``."""
-
-    def __init__(self, initial: float, drop: float = 0.5, every: int = 1000) -> None:
-        check_positive(initial, "initial")
-        check_positive(drop, "drop")
-        check_positive(every, "every", integer=True)
-        self.initial, self.drop, self.every = initial, drop, every
-
-    def __call__(self, step: int) -> float:
-        return self.initial * self.drop ** (step // self.every)
-
-
-class ExponentialDecay:
-    """``lr = initial * rate ** (step / decay_steps)`` (Keras' ExponentialDecay)."""
-
-    def __init__(self, initial: float, rate: float = 0.96, decay_steps: int = 1000) -> None:
-        check_positive(initial, "initial")
-        check_positive(rate, "rate")
-        check_positive(decay_steps, "decay_steps", integer=True)
-        self.initial, self.rate, self.decay_steps = initial, rate, decay_steps
-
-    def __call__(self, step: int) -> float:
-        return self.initial * self.rate ** (step / self.decay_steps)
-
-
-class CosineDecay:
-    """Cosine annealing from ``initial`` to ``alpha * initial`` over ``decay_steps``, then flat."""
-
-    def __init__(self, initial: float, decay_steps: int, alpha: float = 0.0) -> None:
-        check_positive(initial, "initial")
-        check_positive(decay_steps, "decay_steps", integer=True)
-        check_positive(alpha, "alpha", allow_zero=True)
-        self.initial, self.decay_steps, self.alpha = initial, decay_steps, alpha
-
-    def __call__(self, step: int) -> float:
-        frac = min(step, self.decay_steps) / self.decay_steps
-        return self.initial * (self.alpha + (1 - self.alpha) * 0.5 * (1 + math.cos(math.pi * frac)))

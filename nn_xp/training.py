@@ -18,6 +18,7 @@ from ._host import rng_state, set_rng_state
 from ._progress import Progress
 from ._typing import Array
 from ._validation import check_positive, check_same_samples
+from ._weighting import make_scoring, sample_weights
 from .backends import to_numpy
 from .callbacks import Callback, LambdaCallback, StopTraining
 from .checkpoint import check_checkpoint_path, load_checkpoint, save_checkpoint
@@ -34,31 +35,42 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
         validation_data: Any = None, validation_split: float = 0.0,
         callbacks: Sequence[Callback | Callable] | Callback | Callable | None = None, verbose: int = 0,
         checkpoint: Any = None, checkpoint_every: int = 1, resume_from: Any = None,
-        on_nonfinite: str = "raise", comm: Any = None) -> History:
-    """Train ``net`` on ``(X, Y)``: see :meth:`nn_xp.Network.fit` for every option."""
+        on_nonfinite: str = "raise", comm: Any = None, sample_weight: Any = None, class_weight: Any = None,
+        metrics: Any = None, weighted_mean: bool = False) -> History:
+    """Train ``net`` on ``(X, Y)``: see :meth:`nn_xp.Network.fit` for every option (``sample_weight``,
+    ``class_weight`` and ``weighted_mean``: :mod:`nn_xp._weighting`; ``metrics``: :mod:`nn_xp.metrics`).
+
+    ``weighted_mean=True`` (with ``sample_weight`` or ``class_weight``) divides each batch's loss and
+    gradient by the batch's sum of sample weights instead of its rows: scikit-learn's convention."""
     with net.backend.context():
         together = data_parallel(comm, net)  # one process (comm=None): every hook below is plain fit's
         with together.guard():  # data-parallel: an exception on one rank alone ends the job on every rank
             checks = (epochs, batch_size, checkpoint_every, validation_split, on_nonfinite, verbose)
             # agree: data-parallel, a start that fails on any rank fails on every rank, with a clear error
-            X, Y, validation, callbacks = together.agree(
+            weighting = (sample_weight, class_weight, metrics, together is not ONE_PROCESS, weighted_mean)
+            X, Y, validation, callbacks, scoring = together.agree(
                 _prepare, net, X, Y, validation_data, validation_split, callbacks, checks,
-                checkpoint if together.writes_files else None)
+                checkpoint if together.writes_files else None, weighting)
+            scored = {} if scoring is None else {"scoring": scoring}  # None: plain fit's trainer
             opt, start, history = together.agree(_optimizer_and_history, net, optimizer, learning_rate,
                                                  together.resume(resume_from))
             together.check_same(net, X, Y, validation, {
                 "epochs": epochs, "batch_size": batch_size, "shuffle": shuffle, "optimizer": optimizer,
                 "learning_rate": learning_rate, "callbacks": len(callbacks), "on_nonfinite": on_nonfinite,
-                "checkpoint": checkpoint is not None, "checkpoint_every": checkpoint_every})
+                "checkpoint": checkpoint is not None, "checkpoint_every": checkpoint_every,
+                **({} if scoring is None else {"metrics": scoring.names, "sample_weight": scoring.weight,
+                                               "validation sample_weight": scoring.validation_weight,
+                                               "weighted_mean": scoring.weighted_mean})})
             opt, start, history = together.synchronize(net, opt, start, history)  # rank 0's, everywhere
             previous, kept = net.optimizer, len(history)
             # the trainer first: an engine that refuses this fit leaves the network as it was
             trainer = together.agree(net.engine.trainer, net, opt, X, Y, validation, batch_size=batch_size,
-                                     shuffle=shuffle, **together.engine_options())
+                                     shuffle=shuffle, **together.engine_options(), **scored)
             net.optimizer, net.history = opt, history
             progress = Progress(epochs, verbose, start, show=together.writes_files)
             if not progress.silent and getattr(trainer, "compiles", False):
                 trainer.report = progress.note  # verbose: say when (and how long) a program is compiled
+            progress.follow(trainer)  # verbose=3 on a terminal: a per-batch bar, counted on the host
             run = Run(net, together.shared(trainer), history, start, epochs, together.callbacks(callbacks),
                       progress, checkpoint, checkpoint_every, on_nonfinite, together)
             try:
@@ -69,15 +81,20 @@ def fit(net: Any, X: Any, Y: Any, *, epochs: int = 1000, learning_rate: float | 
 
 
 def _prepare(net: Any, X: Any, Y: Any, validation_data: Any, validation_split: float, callbacks: Any,
-             checks: tuple, checkpoint: Any) -> tuple[Array, Array, Any, list[Callback]]:
-    """fit's options checked, its data on the device (training data, held-out pair or None), its callbacks."""
+             checks: tuple, checkpoint: Any, weighting: tuple = (None, None, None, False, False)):
+    """fit's options checked, its data on the device (training data, held-out pair or None), its callbacks,
+    and what it measures (:class:`~nn_xp.metrics.Scoring`; None without weights or ``metrics``)."""
     _check_options(*checks)
     if checkpoint is not None:
         check_checkpoint_path(checkpoint)  # now, naming it, not after the first epoch
     X, _ = net.as_input(X)
     Y = net.as_target(Y)
     check_same_samples(X, Y)
-    return (*_split(net, X, Y, validation_data, validation_split), _callbacks(callbacks))
+    sample_weight, class_weight, metrics, shared, weighted_mean = weighting
+    W = sample_weights(net, sample_weight, X.shape[0])
+    X, Y, validation, W, Wv = _split(net, X, Y, W, validation_data, validation_split)
+    scoring = make_scoring(net, Y, W, Wv, class_weight, metrics, shared, weighted_mean)
+    return X, Y, validation, _callbacks(callbacks), scoring
 
 
 def _check_options(epochs: Any, batch_size: Any, checkpoint_every: Any, validation_split: Any,
@@ -91,29 +108,37 @@ def _check_options(epochs: Any, batch_size: Any, checkpoint_every: Any, validati
         raise ValueError(f"validation_split must be a fraction in [0, 1), got {validation_split!r}")
     if on_nonfinite not in ("raise", "warn"):
         raise ValueError(f"on_nonfinite must be 'raise' or 'warn', got {on_nonfinite!r}")
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    if verbose not in (0, 1, 2, 3):
+        raise ValueError(f"verbose must be 0, 1, 2 or 3 (1 with a per-batch bar), got {verbose!r}")
 
 
-def _split(net: Any, X: Array, Y: Array, validation_data: Any, validation_split: float):
-    """Training data, held-out pair (or None): ``validation_data``, else the last ``validation_split``."""
+def _split(net: Any, X: Array, Y: Array, W: Array | None, validation_data: Any, validation_split: float):
+    """Training data, held-out pair (or None), and their sample weights (or None): ``validation_data``,
+    else the last ``validation_split`` (of the weights too)."""
     if validation_data is not None:
         try:
-            Xv, Yv = validation_data
+            Xv, Yv, *rest = validation_data
         except (TypeError, ValueError):
-            raise ValueError("validation_data must be a pair (X_val, Y_val)") from None
+            rest = [None, None]
+        if len(rest) > 1:
+            raise ValueError("validation_data must be a pair (X_val, Y_val) or a triple (X_val, Y_val, "
+                             "sample_weight_val)")
         Xv, _ = net.as_input(Xv, "validation X")
         Yv = net.as_target(Yv, "validation Y")
         check_same_samples(Xv, Yv, "validation X", "validation Y")
-        return X, Y, (Xv, Yv)
+        Wv = sample_weights(net, rest[0] if rest else None, Xv.shape[0], "validation sample_weight")
+        return X, Y, (Xv, Yv), W, Wv
     if not validation_split:
-        return X, Y, None
+        return X, Y, None, W, None
     m = X.shape[0]
     n_train = int(m * (1.0 - validation_split))  # Keras: the last samples are held out, before shuffling
     if n_train < 1 or n_train >= m:
         raise ValueError(f"validation_split={validation_split} leaves {n_train} of {m} samples for training; "
                          "both parts need at least one sample")
-    return X[:n_train, ...], Y[:n_train, ...], (X[n_train:, ...], Y[n_train:, ...])
+    held = (X[n_train:, ...], Y[n_train:, ...])
+    if W is None:
+        return X[:n_train, ...], Y[:n_train, ...], held, None, None
+    return X[:n_train, ...], Y[:n_train, ...], held, W[:n_train, ...], W[n_train:, ...]
 
 
 def _callbacks(callbacks: Any) -> list[Callback]:

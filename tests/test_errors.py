@@ -149,7 +149,7 @@ def test_whole_float_class_ids_and_rows_of_one_hot_arrays_are_targets():
     (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
     (dict(validation_split=-0.1), "validation_split must be a fraction"),
     (dict(on_nonfinite="ignore"), "on_nonfinite must be 'raise' or 'warn'"),
-    (dict(verbose=3), "verbose must be 0, 1 or 2"),
+    (dict(verbose=4), "verbose must be 0, 1, 2 or 3"),
     (dict(checkpoint_every=0), "checkpoint_every must be a positive integer"),
 ])
 def test_bad_fit_arguments(net, kwargs, match):

@@ -76,12 +76,20 @@ def test_no_module_reaches_into_another_objects_private_attributes():
     assert hits == []
 
 
+def _docstring_lines(node: ast.AST) -> int:
+    first = node.body[0] if node.body else None
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+            and isinstance(first.value.value, str):
+        return first.end_lineno - first.lineno + 1
+    return 0
+
+
 def test_no_library_function_is_longer_than_60_lines():
     long = []
     for path in MODULES:
         for node in ast.walk(_tree(path)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                lines = node.end_lineno - node.lineno + 1
+                lines = node.end_lineno - node.lineno + 1 - _docstring_lines(node)  # code, not its docs
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: "
                                 f"{lines} lines")

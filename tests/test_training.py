@@ -126,8 +126,9 @@ def test_optimizer_by_name_and_learning_rate():
     assert isinstance(net.optimizer, nn_xp.Adam) and net.optimizer.learning_rate == 0.01
     net.fit(SINE_X, SINE_Y, epochs=2)  # no optimizer given: keeps the Adam and its state
     assert isinstance(net.optimizer, nn_xp.Adam) and net.optimizer.iterations == 4
-    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; valid names: sgd, adam, adamw"):
-        net.fit(SINE_X, SINE_Y, epochs=1, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="unknown optimizer 'adagrad'; valid names: sgd, adam, adamw, "
+                                         "rmsprop "):
+        net.fit(SINE_X, SINE_Y, epochs=1, optimizer="adagrad")
 
 
 def test_schedules():
@@ -356,3 +357,18 @@ def test_adam_minibatch_parity_with_numpy(backend):
         np.testing.assert_allclose(b, br, rtol=1e-9, atol=1e-12)
     out = net.predict(backend.asarray(X, dtype=net.dtype))
     assert_close(out, to_numpy(ref.predict(X)), backend=backend, rtol=1e-9)
+
+
+def test_network_fit_spells_out_every_option_of_the_loop():
+    """Issue 16 item 14: help(Network.fit) and editors show fit's options, and none is lost on the way."""
+    import inspect
+
+    from nn_xp import training
+
+    ours = list(inspect.signature(nn_xp.Network.fit).parameters.values())[1:]  # without self
+    loop = list(inspect.signature(training.fit).parameters.values())[1:]  # without net
+    assert [(p.name, p.default) for p in ours] == [(p.name, p.default) for p in loop]
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in ours)
+    doc = nn_xp.Network.fit.__doc__
+    missing = [p.name for p in ours[2:] if p.name not in doc]
+    assert missing == []

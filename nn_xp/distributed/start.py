@@ -56,6 +56,8 @@ def _setting(value: Any) -> str:
         return repr(recipe(value))
     if callable(value):  # a learning-rate schedule, compared by its kind
         return f"a {type(value).__name__}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # sample weights: compared as the data are
+        return digest(value)
     return repr(value)
 
 
@@ -65,6 +67,8 @@ def describe(net: Any, X: Array, Y: Array, validation: tuple[Array, Array] | Non
     sizes = "-".join(map(str, net.layer_sizes))
     mine = {"network": f"{sizes} ({', '.join(net.activations)}; loss {net.loss_fn.name}; {net.dtype_name}; "
                        f"{net.engine.name} engine)",
+            "loss parameters and penalty": f"{dict(net.loss_fn.config)}, l1={net.l1}, l2={net.l2}",
+            "dropout": f"{list(net.dropout)}",
             "X": digest(X), "Y": digest(Y)}
     if validation is None:
         mine["validation data"] = "none"
@@ -92,7 +96,7 @@ def differences(every: list[dict[str, str]]) -> str | None:
 def root_state(net: Any, optimizer: Optimizer, start: int, history: History) -> dict[str, Any]:
     """What rank 0 sends the others (host data; the weights go as buffers)."""
     return {"optimizer": recipe(optimizer), "state": optimizer.state_dict(), "rng": net.rng, "start": start,
-            "history": (history.history, history.epoch)}
+            "history": (history.history, history.epoch), "dropout_seed": net.dropout_seed}
 
 
 def adopt(net: Any, optimizer: Optimizer, root: dict[str, Any]) -> tuple[Optimizer, int, History]:
@@ -111,4 +115,5 @@ def adopt(net: Any, optimizer: Optimizer, root: dict[str, Any]) -> tuple[Optimiz
         set_rng_state(net.rng, rng_state(rng))  # keep the caller's generator object
     else:
         net.rng = rng
+    net.dropout_seed = root["dropout_seed"]  # the same masks as rank 0's (the rates were checked the same)
     return optimizer, root["start"], History(*root["history"])

@@ -63,11 +63,21 @@ class BufferedEngine(PortableEngine):
     def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array,
                 validation: tuple[Array, Array] | None = None, *, batch_size: int | None = None,
                 shuffle: bool = True, gradient_hook: Any = None,
-                shard: tuple[int, int] | None = None) -> Trainer:
-        return BufferedTrainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook, shard)
+                shard: tuple[int, int] | None = None, scoring: Any = None) -> Trainer:
+        return BufferedTrainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook, shard,
+                               scoring)
 
     def release(self) -> None:
         self._workspace = self._grads = self._ones = self._inference = self._small_plan = None
+
+    def fit_memory(self, layers: Sequence[Any], batch_rows: int) -> dict[str, int]:
+        """As the portable engine's, plus ``"ones"`` (the vector the bias gradients sum with). The gradients
+        are one flat buffer kept between fits (:meth:`gradients`); the activations are kept too, in a
+        :class:`Workspace` (:meth:`workspace`), where the widest layer has :attr:`workspace_min_elements`
+        values or more and every activation is nn_xp's own, else new arrays every step."""
+        memory = super().fit_memory(layers, batch_rows)
+        memory["ones"] = batch_rows * (self.backend.xp.finfo(self.dtype).bits // 8)
+        return memory
 
     @property
     def workspace_rows(self) -> int | None:
@@ -216,8 +226,9 @@ class BufferedTrainer(Trainer):
     """The twins of the model's forward pass and back-propagation, writing into the engine's buffers."""
 
     def __init__(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: Any, batch_size: int | None,
-                 shuffle: bool, gradient_hook: Any, shard: tuple[int, int] | None = None) -> None:
-        super().__init__(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook, shard)
+                 shuffle: bool, gradient_hook: Any, shard: tuple[int, int] | None = None,
+                 scoring: Any = None) -> None:
+        super().__init__(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook, shard, scoring)
         engine, xp, params = net.engine, self.xp, net.parameters
         self.engine, self.layers, self.loss_fn = engine, net.layers, net.loss_fn
         self.grads = engine.gradients(params)
@@ -235,25 +246,41 @@ class BufferedTrainer(Trainer):
             self._pairs = (p, list(zip(self.layers, p[0::2], p[1::2])))
         return self._pairs[1]
 
-    def batch(self, X: Array, Y: Array, m: int | None = None) -> tuple[Array, Array | None]:
+    def batch(self, X: Array, Y: Array, m: int | None = None, w: Array | None = None,
+              total: Array | None = None, *, masks: list[Array | None] | None = None) -> tuple[Array, Any]:
         params = self.net.parameters
         ws = None if self.ws is None else self.ws.rows(X.shape[0])
-        values = self.forward(params, X, ws)
-        correct = self.loss_fn.correct(values[-1][1], Y, self.xp) if self.classification else None
-        loss = self.backward(params, values, Y, ws, None if m == Y.shape[0] else m)
+        values = self.forward(params, X, ws, masks)
+        if self.scoring is not None:  # weights or metrics=: the metrics' sums, before backward spends A
+            correct = self.scoring.update(values[-1][1], Y, w, self.xp)
+        else:
+            correct = self.loss_fn.correct(values[-1][1], Y, self.xp) if self.classification else None
+        rows = None if m == Y.shape[0] else m
+        if total is not None:  # weighted_mean: the batch's sum of weights is the mean's denominator
+            m = rows = total
+        loss = self.backward(params, values, Y, ws, rows, w, masks)
+        if self.penalty is not None:  # into the gradient buffers' W views (with a block, [dW0 | db0]'s dW0)
+            loss = self.penalty.add(loss, self.grads, params, Y.shape[0] if m is None else m, self.xp,
+                                    inplace=True)
         if self.gradient_hook is not None:
             self.gradient_hook(self.grads)
         self.optimizer.step(params, self.grads, self.names, xp=self.xp)
         return loss, correct
 
-    def forward(self, p: FlatParameters, A: Array, ws: Workspace | None) -> list[tuple[Array | None, Array]]:
+    def forward(self, p: FlatParameters, A: Array, ws: Workspace | None,
+                masks: list[Array | None] | None = None) -> list[tuple[Array | None, Array]]:
         """``[(None, X), (Z, A), ...]``, into the workspace's buffers where there is one.
 
-        With an input block, ``A`` is ``[X, 1]`` and the input layer is one product with ``[W0 | b0]``."""
+        With an input block, ``A`` is ``[X, 1]`` and the input layer is one product with ``[W0 | b0]``.
+        With dropout ``masks``, each layer after the first sees ``A * mask`` (a new array); the values keep
+        the undropped ``A``, as the model's :meth:`~nn_xp.Network.evaluate` does."""
         values = [(None, A)]
         xp, matmul, block = self.xp, self.matmul, self.block
         Zs, As = (ws.Z, ws.A) if ws is not None else (repeat(None), repeat(None))
-        for (layer, W, b), Z, A_out in zip(self._layer_params(p), Zs, As):
+        keeps = repeat(None) if masks is None else (None, *masks)  # the dropout mask of each layer's input
+        for (layer, W, b), Z, A_out, keep in zip(self._layer_params(p), Zs, As, keeps):
+            if keep is not None:  # dropout: the kept units, rescaled
+                A = A * keep  # what this layer sees: (m, n_in)
             if block:  # the input layer, bias included: [X, 1] @ [W0 | b0].T
                 Z = matmul(A, p.block.T, out=Z)  # (m, n_out)
                 block = False
@@ -269,13 +296,18 @@ class BufferedTrainer(Trainer):
         return values
 
     def backward(self, p: FlatParameters, values: list[tuple[Array | None, Array]], Y: Array,
-                 ws: Workspace | None, m: int | None = None) -> Array:
+                 ws: Workspace | None, m: int | None = None, w: Array | None = None,
+                 masks: list[Array | None] | None = None) -> Array:
         """Back-propagation into the gradient buffers; returns the loss (a device scalar).
 
         With a workspace, ``values`` are consumed: each layer's spent ``A`` takes its
-        derivative and its spent ``Z`` the next ``dA``. ``m`` as for :meth:`Trainer.batch`."""
+        derivative and its spent ``Z`` the next ``dA``. ``m``, ``w`` and ``masks`` as for
+        :meth:`Trainer.batch`: a hidden layer's ``dA`` is masked in place before its ``dZ``, and each ``dW``
+        comes from what its layer saw (``A * mask`` again, a new array)."""
         xp, matmul, layers, grads = self.xp, self.matmul, self.layers, self.grads
-        if m is None:
+        if w is not None:  # sample weights: each row's loss and delta times its weight
+            loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp, m, w)
+        elif m is None:
             loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp)  # dA = (A_L - Y) / m; fused: dZ
         else:  # a shard of a batch of m rows
             loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp, m)
@@ -284,6 +316,8 @@ class BufferedTrainer(Trainer):
         for i in range(last, -1, -1):
             Z, A = values[i + 1]
             activation = layers[i].activation
+            if masks is not None and i < last and masks[i] is not None:  # dropout: the next layer saw
+                dA *= masks[i]  # A * mask, so this is dA of A (in place: a temporary, or the spent Z)
             if (self.fused and i == last) or activation is IDENTITY:
                 dZ = dA
             elif ws is None:
@@ -293,7 +327,10 @@ class BufferedTrainer(Trainer):
             if i == 0 and self.block:
                 matmul(dZ.T, values[0][1], out=grads.block)  # (n_out, n_in + 1): [dW0 | db0] from [X, 1]
             else:
-                matmul(dZ.T, values[i][1], out=grads[2 * i])  # (n_out, n_in)
+                seen = values[i][1]  # what this layer saw: A_prev, times its dropout mask where it has one
+                if masks is not None and i and masks[i - 1] is not None:
+                    seen = seen * masks[i - 1]  # (m, n_in)
+                matmul(dZ.T, seen, out=grads[2 * i])  # (n_out, n_in)
                 matmul(ones, dZ, out=grads[2 * i + 1])  # (n_out,) column sums
             if i:  # dA of the layer below, into its spent Z (its backward reads only A)
                 dA = _dot(dZ, p[2 * i]) if ws is None else matmul(dZ, p[2 * i], out=values[i][0])  # (m, n_in)

@@ -9,13 +9,15 @@ from ``net.rng`` as on every engine; a call runs up to ``chunk`` epochs in one
 ``lax.fori_loop`` and returns their metrics as one ``(epochs, keys)`` array,
 which the loop reads back once. Nothing on the host is frozen into a trace:
 each step's count and rate (a schedule is evaluated on the host, step by
-step, and checked there) are sent with the call that runs it.
+step, and checked there) are sent with the call that runs it; with dropout,
+so are the network's dropout seed and each step's count as integers, which the
+program draws the step's masks from (``Network.dropout_masks``, as eagerly).
 
 Programs are compiled ahead of time, once per shape: the network's layers,
 loss, dtype and device, the data's shapes, the batch size, the epochs per
-call, the optimizer's type and hyperparameters. The last :data:`MAX_PROGRAMS`
-are kept for later fits, of this network or of any other of the same shape
-(a scikit-learn search fits many).
+call, the optimizer's type and hyperparameters, the ``l1``/``l2`` penalty, the
+dropout rates. The last :data:`MAX_PROGRAMS` are kept for later fits, of this
+network or of any other of the same shape (a scikit-learn search fits many).
 
 Nothing is donated. What goes into a call (parameters, optimizer state) is
 what the loop's undo point holds, by reference since arrays are immutable, so
@@ -36,6 +38,7 @@ from typing import Any
 
 import numpy as np  # the host side: shuffles and per-step rates are built there and sent once per call
 
+from .. import _random
 from .._host import permutation
 from .._typing import Array
 from .portable import GradientHook, PortableEngine, Trainer
@@ -93,10 +96,13 @@ class CompiledEngine(PortableEngine):
 
     def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array,
                 validation: tuple[Array, Array] | None = None, *, batch_size: int | None = None,
-                shuffle: bool = True, gradient_hook: GradientHook | None = None) -> CompiledTrainer:
+                shuffle: bool = True, gradient_hook: GradientHook | None = None,
+                scoring: Any = None) -> CompiledTrainer:
         """A :class:`CompiledTrainer`; ``gradient_hook`` is traced into the program (it must be pure: it may
-        replace the items of the list it is given, never read the host)."""
-        return CompiledTrainer(self, net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
+        replace the items of the list it is given, never read the host), as are ``scoring``'s metrics (sample
+        weights ride with ``X`` and ``Y`` into the program's loop)."""
+        return CompiledTrainer(self, net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook,
+                               scoring)
 
     def program(self, key: tuple, build: Callable[[], Callable], args: tuple,
                 report: Callable[[str], None] | None, what: str) -> Any:
@@ -134,13 +140,15 @@ class CompiledTrainer(Trainer):
 
     def __init__(self, engine: CompiledEngine, net: Any, optimizer: Any, X: Array, Y: Array,
                  validation: tuple[Array, Array] | None, batch_size: int | None, shuffle: bool,
-                 gradient_hook: GradientHook | None) -> None:
-        super().__init__(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
+                 gradient_hook: GradientHook | None, scoring: Any = None) -> None:
+        super().__init__(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook,
+                         scoring=scoring)
         self.engine = engine
         self.steps = 1 if self.full_batch else -(-self.m // batch_size)  # batches per epoch
         self.chunk = epochs_per_call(net.layers, self.m, self.steps)
         self.step = _Step(net, optimizer, gradient_hook, self.m, None if self.full_batch else batch_size,
-                          self.steps, self.classification, len(self.keys), self.draws_from_rng)
+                          self.steps, self.classification, len(self.keys), self.draws_from_rng, scoring,
+                          dropout=any(net.dropout))
         self.keys_by_size: dict[int, tuple] = {}  # the optimizer's settings are read once per fit
 
     def run(self, epochs: int = 1) -> Array:
@@ -167,6 +175,10 @@ class CompiledTrainer(Trainer):
         schedule, orders = self.host_inputs(epochs, size, rates)
         args = (list(net.parameters), state, schedule, orders, self.X, self.Y, self.validation,
                 np.int32(epochs))
+        if self.scoring is not None:  # the sample weights (or None) of the training and validation rows
+            args += ((self.W, self.scoring.validation_weight),)
+        if self.step.dropout:  # the masks are drawn in the program, from the seed and each step's count
+            args += (() if self.scoring is not None else ((None, None),)) + (self.dropout_inputs(size),)
         key = self.keys_by_size.get(size) or self.keys_by_size.setdefault(size, self.key(size, state))
         program = self.engine.program(key, lambda: self.step.epochs(size), args, self.report,
                                       self.describe(size))
@@ -218,15 +230,24 @@ class CompiledTrainer(Trainer):
                 orders[e] = permutation(self.net.rng, self.m)
         return schedule, orders
 
+    def dropout_inputs(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The dropout seed (as a key's words) and each step's count (uint32), the program's ``size`` epochs
+        of them: what :meth:`nn_xp.Network.dropout_masks` draws a step's masks from, as eagerly."""
+        first = self.optimizer.iterations + 1  # the count of the step the masks are for, as the schedule's
+        counts = (np.arange(first, first + size * self.steps) % 2**32).astype(np.uint32)
+        return _random.seed_words(self.net.dropout_seed), counts
+
     def key(self, size: int, state: dict) -> tuple:
         """What a program is compiled for: everything that is not an argument's value."""
         net = self.net
         shapes = [tuple(a.shape) for a in (self.X, self.Y, *(self.validation or ()))]
         slots = tuple((n, tuple(s)) for n, s in state.items())
         batch = None if self.full_batch else self.batch_size
+        scored = None if self.scoring is None else self.scoring.key  # the metrics; which rows are weighted
         return (type(net), type(self.engine), net.layers, net.loss_fn, net.dtype_name, str(net.device), size,
                 self.steps, batch, self.draws_from_rng, tuple(shapes), self.validation is not None, slots,
-                hyperparameters(self.optimizer), self.gradient_hook)
+                scored,
+                hyperparameters(self.optimizer), self.gradient_hook, net.penalty, net.dropout)
 
     def describe(self, size: int) -> str:
         batches = "full batch" if self.full_batch else f"{self.steps} batches of {self.batch_size}"
@@ -265,24 +286,39 @@ class _Step:
     classification: bool
     n_keys: int
     shuffled: bool
+    scoring: Any = None  # sample weights or metrics= (nn_xp.metrics.Scoring): traced into the program
+    dropout: bool = False  # each step draws dropout masks from the program's noise argument
 
     def epochs(self, size: int) -> Callable:
-        """``program(params, state, schedule, orders, X, Y, validation, n)``: ``n <= size`` epochs."""
+        """``program(params, state, schedule, orders, X, Y, validation, n, weights, noise)``: ``n <= size``
+        epochs (``noise``: dropout's seed words and every step's count, or None)."""
         lax, xp, net = importlib.import_module("jax.lax"), self.net.xp, self.net
         steps, dtype = self.steps, self.net.dtype
 
-        def program(params, state, schedule, orders, X, Y, validation, n):
+        def program(params, state, schedule, orders, X, Y, validation, n, weights=(None, None), noise=None):
+            scoring, (W, Wv) = self.scoring, weights
+            if scoring is not None:  # the data's weight sums (r2: spreads), once per call
+                context = scoring.prepare(Y, W, xp)
+                held = None if validation is None else scoring.prepare(validation[1], Wv, xp)
+
             def epoch(e, carry):
                 params, state, rows = carry
                 rates = lax.dynamic_slice_in_dim(schedule, e * steps, steps)  # (steps, 2)
+                scored = () if scoring is None else (W, context)
+                seeded = None  # dropout: the seed, and this epoch's step counts
+                if noise is not None:
+                    seeded = (noise[0], lax.dynamic_slice_in_dim(noise[1], e * steps, steps))  # (steps,)
                 if self.batch_size is None:
-                    params, state, metrics = self.full_epoch(params, state, rates, X, Y)
+                    params, state, metrics = self.full_epoch(params, state, rates, X, Y, *scored,
+                                                             noise=seeded)
                 else:
                     order = orders[e] if self.shuffled else None
-                    params, state, metrics = self.batched_epoch(params, state, rates, order, X, Y)
+                    params, state, metrics = self.batched_epoch(params, state, rates, order, X, Y, *scored,
+                                                                noise=seeded)
                 if validation is not None:
                     with bound(net, params):
-                        metrics = metrics + net.measure(*validation)
+                        metrics = metrics + (net.measure(*validation) if scoring is None
+                                             else scoring.measure(net, *validation, Wv, held))
                 return params, state, lax.dynamic_update_index_in_dim(rows, xp.stack(metrics), e, 0)
 
             rows = xp.zeros((size, self.n_keys), dtype=dtype)  # (epochs, keys)
@@ -290,44 +326,73 @@ class _Step:
 
         return program
 
-    def full_epoch(self, params: list, state: dict, rates: Array, X: Array, Y: Array) -> tuple:
-        params, state, loss, correct = self.batch(params, state, rates[0], X, Y)
+    def full_epoch(self, params: list, state: dict, rates: Array, X: Array, Y: Array, W: Array | None = None,
+                   context: Any = None, *, noise: tuple | None = None) -> tuple:
+        """The full batch's step (``noise``: dropout's seed and the epoch's step counts, or None)."""
+        step_noise = None if noise is None else (noise[0], noise[1][0])
+        params, state, loss, correct = self.batch(params, state, rates[0], X, Y, W, noise=step_noise)
+        if self.scoring is not None:
+            return params, state, [loss, *self.scoring.finish(correct, context, self.net.xp)]
         return params, state, [loss] + ([correct / self.m] if self.classification else [])
 
     def batched_epoch(self, params: list, state: dict, rates: Array, order: Array | None, X: Array,
-                      Y: Array) -> tuple:
-        """The shuffled mini-batches (``order``; None: in order), the last partial one included."""
+                      Y: Array, W: Array | None = None, context: Any = None, *,
+                      noise: tuple | None = None) -> tuple:
+        """The shuffled mini-batches (``order``; None: in order), the last partial one included; with
+        ``scoring``, each batch's rows' weights ``W`` ride along and the metrics' sums are the carry."""
         lax, xp = importlib.import_module("jax.lax"), self.net.xp
-        m, size = self.m, self.batch_size
+        m, size, scoring = self.m, self.batch_size, self.scoring
         if order is not None:
             X, Y = xp.take(X, order, axis=0), xp.take(Y, order, axis=0)
+            W = None if W is None else xp.take(W, order, axis=0)
         full, rest = divmod(m, size)
 
         def body(carry, batch):
             params, state, loss, correct = carry
-            xb, yb, rate = batch
-            params, state, batch_loss, batch_correct = self.batch(params, state, rate, xb, yb)
+            xb, yb, rate, count, *wb = batch  # count: dropout's step count, or None; wb: [the rows' weights]
+            step_noise = None if count is None else (noise[0], count)
+            params, state, batch_loss, batch_correct = self.batch(params, state, rate, xb, yb, *wb,
+                                                                  noise=step_noise)
             loss = loss + batch_loss * (xb.shape[0] / m)  # the mean over the epoch's samples
-            if self.classification:
+            if scoring is not None:
+                correct = scoring.add(correct, batch_correct)
+            elif self.classification:
                 correct = correct + batch_correct
             return (params, state, loss, correct), None
 
         zero = xp.zeros((), dtype=self.net.dtype)
+        weights = () if W is None else (xp.reshape(W[:full * size, ...], (full, size, 1)),)
         batches = (xp.reshape(X[:full * size, ...], (full, size, X.shape[1])),
-                   xp.reshape(Y[:full * size, ...], (full, size, Y.shape[1])), rates[:full])  # (batches, ...)
-        carry, _ = lax.scan(body, (params, state, zero, zero), batches)
+                   xp.reshape(Y[:full * size, ...], (full, size, Y.shape[1])), rates[:full],
+                   None if noise is None else noise[1][:full], *weights)  # (batches, ...)
+        sums = zero if scoring is None else scoring.zeros(Y.shape[1], self.net.dtype, None, xp)
+        carry, _ = lax.scan(body, (params, state, zero, sums), batches)
         if rest:
-            carry, _ = body(carry, (X[full * size:, ...], Y[full * size:, ...], rates[full]))
+            carry, _ = body(carry, (X[full * size:, ...], Y[full * size:, ...], rates[full],
+                                    None if noise is None else noise[1][full],
+                                    *(() if W is None else (W[full * size:, ...],))))
         params, state, loss, correct = carry
+        if scoring is not None:
+            return params, state, [loss, *scoring.finish(correct, context, xp)]
         return params, state, [loss] + ([correct / m] if self.classification else [])
 
-    def batch(self, params: list, state: dict, rate: Array, X: Array, Y: Array) -> tuple:
-        """One step: the model's forward pass and back-propagation, the hook, the optimizer's rule."""
+    def batch(self, params: list, state: dict, rate: Array, X: Array, Y: Array, W: Array | None = None, *,
+              noise: tuple | None = None) -> tuple:
+        """One step: the model's forward pass and back-propagation, the hook, the optimizer's rule (``W``:
+        the rows' sample weights; with ``scoring``, the metrics' sums come back where the count does;
+        ``noise``: dropout's seed and this step's count, which its masks are drawn from)."""
         net, xp = self.net, self.net.xp
         with bound(net, params):
-            values = net.evaluate(X)
-            correct = net.loss_fn.correct(values[-1][1], Y, xp) if self.classification else None
-            loss, grads = net.value_and_gradient(values, Y)
+            masks = None if noise is None else net.dropout_masks(X.shape[0], noise[1], seed=noise[0])
+            values = net.evaluate(X, masks=masks)
+            if self.scoring is not None:
+                correct = self.scoring.update(values[-1][1], Y, W, xp)
+            else:
+                correct = net.loss_fn.correct(values[-1][1], Y, xp) if self.classification else None
+            total = None  # weighted_mean: the mean's denominator is the batch's sum of weights (traced)
+            if self.scoring is not None and self.scoring.weighted_mean:
+                total = self.scoring.denominator(W, xp)
+            loss, grads = net.value_and_gradient(values, Y, m=total, w=W, masks=masks)
         if self.hook is not None:
             grads = Parameters(grads, xp)
             self.hook(grads)

@@ -70,8 +70,17 @@ class CudaGraphEngine(BufferedEngine):
 
     def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array,
                 validation: tuple[Array, Array] | None = None, *, batch_size: int | None = None,
-                shuffle: bool = True, gradient_hook: Any = None) -> CudaGraphTrainer:
+                shuffle: bool = True, gradient_hook: Any = None, scoring: Any = None) -> CudaGraphTrainer:
         from ..optimizers import SGD
+
+        if any(net.dropout):
+            raise ValueError(f"engine='cuda_graph' replays one captured epoch, which would drop the same "
+                             f"units every epoch, and this network has dropout {list(net.dropout)} (new "
+                             "masks every step); use engine='auto', or a network without dropout")
+        if scoring is not None:
+            raise ValueError("engine='cuda_graph' replays one captured epoch that measures the loss (and "
+                             "accuracy) only; fit(sample_weight=, class_weight=, metrics=, or validation "
+                             "weights) needs engine='auto'")
 
         if batch_size is not None and batch_size < X.shape[0]:
             raise ValueError(f"engine='cuda_graph' replays one full-batch epoch, and batch_size={batch_size} "

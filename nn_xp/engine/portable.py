@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .. import _kernels as K
+from .. import _random
 from .._host import concatenate_flat, permutation
 from .._typing import Array
+from ..activations import IDENTITY
 from .storage import FlatParameters, Parameters
 
 __all__ = ["GradientHook", "INFERENCE_CHUNK_ELEMENTS", "PortableEngine", "Trainer", "chunk_rows"]
@@ -53,13 +55,26 @@ class PortableEngine:
     def trainer(self, net: Any, optimizer: Any, X: Array, Y: Array,
                 validation: tuple[Array, Array] | None = None, *, batch_size: int | None = None,
                 shuffle: bool = True,
-                gradient_hook: GradientHook | None = None, shard: tuple[int, int] | None = None) -> Trainer:
+                gradient_hook: GradientHook | None = None, shard: tuple[int, int] | None = None,
+                scoring: Any = None) -> Trainer:
         """A :class:`Trainer` for one ``fit`` of ``net`` on model arrays ``(X, Y)``; ``shard=(rank, size)``
-        trains on this rank's share of each batch (see :meth:`Trainer.rows`)."""
-        return Trainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook, shard)
+        trains on this rank's share of each batch (see :meth:`Trainer.rows`); ``scoring``: the sample weights
+        and metrics (a :class:`~nn_xp.metrics.Scoring`), None for plain fit's."""
+        return Trainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook, shard, scoring)
 
     def release(self) -> None:
         """Free buffers kept between fits (none here)."""
+
+    def fit_memory(self, layers: Sequence[Any], batch_rows: int) -> dict[str, int]:
+        """Bytes of what one step of ``fit`` on ``batch_rows`` rows allocates, besides the data:
+        ``"activations"``, every layer's ``Z`` and ``A`` (an identity's ``A`` is its ``Z``), kept for
+        back-propagation, and ``"gradients"``, ``dW`` and ``db``. Here both are new arrays every step
+        (the library's allocator recycles them; a compiled engine's XLA plans its own). The optimizer's
+        state and the loop's undo points are not the engine's: see ``Network.summary``."""
+        size = self.backend.xp.finfo(self.dtype).bits // 8
+        values = sum(layer.n_out * (1 if layer.activation is IDENTITY else 2) for layer in layers)
+        weights = sum(layer.n_out * (layer.n_in + 1) for layer in layers)
+        return {"activations": batch_rows * values * size, "gradients": weights * size}
 
     def outputs(self, net: Any, X: Array, batch_size: int | None = None) -> Iterator[tuple[int, int, Array,
                                                                                             Array]]:
@@ -94,22 +109,43 @@ class Trainer:
     this trainer steps on its own, dividing the loss by the whole batch's rows, and
     its metrics are its rows' part of the batch's (summed over the ranks, they are the
     batch's). The gradient hook (an allreduce) makes the step the whole batch's.
+
+    With ``scoring`` (sample weights or ``fit(metrics=...)``: :class:`~nn_xp.metrics.Scoring`)
+    the epochs run :meth:`scored_epoch` instead: each batch gathers its rows' weights with
+    ``X`` and ``Y``, weights the loss and its gradient, and adds the metrics' sums, which the
+    epoch finishes once. Without it, nothing of that runs (decided here, once per fit).
+
+    With dropout (``net.dropout``), ``batch`` is wrapped here, once per fit, to draw each
+    step's masks (:meth:`masks`) and hand them to the forward pass and back-propagation;
+    without it, the trainer's own ``batch`` runs, as before there was dropout.
     """
 
     chunk = 1
 
     def __init__(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: tuple[Array, Array] | None,
                  batch_size: int | None, shuffle: bool, gradient_hook: GradientHook | None,
-                 shard: tuple[int, int] | None = None) -> None:
+                 shard: tuple[int, int] | None = None, scoring: Any = None) -> None:
         self.net, self.optimizer, self.X, self.Y, self.validation = net, optimizer, X, Y, validation
         self.m = X.shape[0]
         self.full_batch = batch_size is None or batch_size >= self.m
         self.batch_size, self.shuffle, self.gradient_hook = batch_size, shuffle, gradient_hook
         self.shard = shard
+        # the l1/l2 penalty: added once to a batch's gradient, so by one rank of a data-parallel fit (rank 0)
+        self.penalty = net.penalty if shard is None or shard[0] == 0 else None
         self.names, self.xp = net.param_names, net.xp
         names = net.metric_names
         self.keys = names + ([f"val_{k}" for k in names] if validation is not None else [])
         self.classification = net.loss_fn.correct is not None
+        self.scoring = scoring
+        if scoring is not None:  # the whole data's weight sums (and r2's spread): once per fit, on the device
+            self.keys = scoring.keys(validation is not None)
+            self.W = scoring.weight
+            self.context = scoring.prepare(Y, self.W, self.xp)
+            self.validation_context = (None if validation is None else
+                                       scoring.prepare(validation[1], scoring.validation_weight, self.xp))
+        if any(net.dropout):  # dropout: each step draws its masks (decided here, once per fit)
+            self.draw = _random.uniform_source(self.xp, net.device)
+            self.batch = self.with_dropout(self.batch)
 
     @property
     def draws_from_rng(self) -> bool:
@@ -138,6 +174,8 @@ class Trainer:
 
     def epoch(self) -> list[Array]:
         """One epoch: the full batch, or the shuffled mini-batches, the last partial one included."""
+        if self.scoring is not None:
+            return self.scored_epoch()
         if self.full_batch:
             if self.shard is None:
                 loss, correct = self.batch(self.X, self.Y)
@@ -146,9 +184,8 @@ class Trainer:
                 loss, correct = self.batch(self.X[lo:hi, ...], self.Y[lo:hi, ...], self.m)
             metrics = [loss] if correct is None else [loss, correct / self.m]
         else:
-            m, xp = self.m, self.xp
-            order = (xp.asarray(permutation(self.net.rng, m), device=self.net.device) if self.shuffle
-                     else xp.arange(m, device=self.net.device))
+            m = self.m
+            order = self.order()
             loss = correct = 0.0
             for start in range(0, m, self.batch_size):
                 n = min(self.batch_size, m - start)  # in bounds: the array API leaves overshoot unspecified
@@ -163,8 +200,64 @@ class Trainer:
             metrics += self.validation_metrics()
         return metrics
 
+    def order(self) -> Array:
+        """The epoch's order of the rows on the device: a shuffle drawn from ``net.rng``, or as they are."""
+        xp, m = self.xp, self.m
+        if self.shuffle:
+            return xp.asarray(permutation(self.net.rng, m), device=self.net.device)
+        return xp.arange(m, device=self.net.device)
+
+    def scored_epoch(self) -> list[Array]:
+        """:meth:`epoch` with sample weights or ``metrics=``: each batch's rows' weights gathered with them,
+        the metrics' sums added over the batches and finished once (see :mod:`nn_xp.metrics`)."""
+        scoring, W, m = self.scoring, self.W, self.m
+        mean = scoring.weighted_mean  # each batch's mean by its weights' sum (the whole batch's, every rank)
+        if self.full_batch:
+            lo, hi = self.rows(m)
+            total = (scoring.denominator(W, self.xp),) if mean else ()
+            if self.shard is None:
+                loss, sums = self.batch(self.X, self.Y, None, W, *total)
+            else:
+                loss, sums = self.batch(self.X[lo:hi, ...], self.Y[lo:hi, ...], m,
+                                        None if W is None else W[lo:hi, ...], *total)
+        else:
+            order, loss, sums, total = self.order(), 0.0, None, ()
+            for start in range(0, m, self.batch_size):
+                n = min(self.batch_size, m - start)  # in bounds: the array API leaves overshoot unspecified
+                lo, hi = self.rows(n)
+                idx = order[start + lo:start + hi]
+                xb, yb = self.gather(idx)
+                wb = None if W is None else self.xp.take(W, idx, axis=0)  # the weights ride with the rows
+                if mean:  # a shard sums the whole batch's weights, which it holds: no communication
+                    whole = wb if self.shard is None else self.xp.take(W, order[start:start + n], axis=0)
+                    total = (scoring.denominator(whole, self.xp),)
+                batch_loss, batch_sums = self.batch(xb, yb, n, wb, *total)
+                loss = loss + batch_loss * (n / m)
+                sums = batch_sums if sums is None else scoring.add(sums, batch_sums)
+        metrics = [loss, *scoring.finish(sums, self.context, self.xp)]
+        if self.validation is not None:
+            metrics += self.validation_metrics()
+        return metrics
+
+    def scored_validation(self) -> list[Array]:
+        """:meth:`validation_metrics` with sample weights or ``metrics=``; a shard's metrics are finished with
+        the whole validation data's weight sums, so that the ranks' parts add up."""
+        scoring, net, (Xv, Yv) = self.scoring, self.net, self.validation
+        Wv = scoring.validation_weight
+        if self.shard is None:
+            return scoring.measure(net, Xv, Yv, Wv, self.validation_context)
+        m = Xv.shape[0]
+        lo, hi = self.rows(m)
+        if lo == hi:  # fewer validation rows than ranks
+            return [self.xp.zeros((), dtype=net.dtype, device=net.device) for _ in scoring.names]
+        Wv = None if Wv is None else Wv[lo:hi, ...]
+        loss, *rest = scoring.measure(net, Xv[lo:hi, ...], Yv[lo:hi, ...], Wv, self.validation_context)
+        return [loss if scoring.weighted_mean else loss * ((hi - lo) / m), *rest]  # measure: a part already
+
     def validation_metrics(self) -> list[Array]:
         """The metrics on the validation data; with a ``shard``, this rank's rows' part of them."""
+        if self.scoring is not None:
+            return self.scored_validation()
         if self.shard is None:
             return self.net.measure(*self.validation)
         Xv, Yv = self.validation
@@ -179,21 +272,48 @@ class Trainer:
         """The batch's rows of the training data."""
         return self.xp.take(self.X, idx, axis=0), self.xp.take(self.Y, idx, axis=0)
 
-    def batch(self, X: Array, Y: Array, m: int | None = None) -> tuple[Array, Array | None]:
+    def batch(self, X: Array, Y: Array, m: int | None = None, w: Array | None = None,
+              total: Array | None = None, *, masks: list[Array | None] | None = None) -> tuple[Array, Any]:
         """One step on a batch: forward, back-propagation, the gradient hook, the optimizer.
 
         Returns the batch's loss and (for classification) how many it got right, as device scalars.
-        ``m``: the rows the loss is a mean over (None: ``Y``'s; a shard's batch has more)."""
+        ``m``: the rows the loss is a mean over (None: ``Y``'s; a shard's batch has more). With
+        ``scoring``: ``w`` the rows' sample weights (or None), and the metrics' sums instead of the count;
+        ``total`` (``weighted_mean``): the whole batch's sum of weights, the mean's denominator instead.
+        ``masks``: the step's dropout masks for these rows (:meth:`masks`), or None."""
         net = self.net
-        values = net.evaluate(X, check_input=False)  # fit made X and Y the model's arrays, once
-        correct = net.loss_fn.correct(values[-1][1], Y, self.xp) if self.classification else None
+        values = net.evaluate(X, check_input=False, masks=masks)  # fit made X and Y the model's arrays, once
+        if self.scoring is not None:
+            correct = self.scoring.update(values[-1][1], Y, w, self.xp)
+        else:
+            correct = net.loss_fn.correct(values[-1][1], Y, self.xp) if self.classification else None
         loss, grads = net.value_and_gradient(values, Y, check_input=False,
-                                             m=None if m == Y.shape[0] else m)
+                                             m=(None if m == Y.shape[0] else m) if total is None else total,
+                                             penalize=self.penalty is not None, w=w, masks=masks)
         if self.gradient_hook is not None:
             grads = Parameters(grads, self.xp)
             self.gradient_hook(grads)
         self.optimizer.step(net.parameters, grads, self.names, xp=self.xp)
         return loss, correct
+
+    def with_dropout(self, batch: Callable[..., tuple[Array, Any]]) -> Callable[..., tuple[Array, Any]]:
+        """``batch`` given each step's dropout masks (:meth:`masks`): what a fit of a network with dropout
+        calls in its place."""
+        def dropout_batch(X: Array, Y: Array, m: int | None = None, *args: Any,
+                          **kwargs: Any) -> tuple[Array, Any]:
+            return batch(X, Y, m, *args, masks=self.masks(Y.shape[0] if m is None else m), **kwargs)
+
+        return dropout_batch
+
+    def masks(self, n: int) -> list[Array | None]:
+        """The dropout masks of the optimizer's next step for a batch of ``n`` rows, this trainer's rows of
+        them: with a ``shard``, every rank draws the whole batch's masks and takes its own rows, so that the
+        step is one process's."""
+        masks = self.net.dropout_masks(n, self.optimizer.iterations + 1, draw=self.draw)
+        lo, hi = self.rows(n)
+        if hi - lo == n:
+            return masks
+        return [None if k is None else k[lo:hi, ...] for k in masks]
 
 
 def chunk_rows(layers: Sequence[Any], m: int, batch_size: int | None) -> int:
