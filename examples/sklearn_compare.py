@@ -1,14 +1,16 @@
 """nn_xp.sklearn.MLPClassifier next to scikit-learn's MLPClassifier: same data, same parameters.
 
 Both are the last step of a ``StandardScaler`` pipeline and get identical
-scikit-learn parameters, once per solver (Adam and L-BFGS by default); nn_xp's
-trains on ``--backend`` (default: nn_xp's auto, CuPy when a GPU answers, else
-NumPy). Prints held-out accuracy, fit and predict times and iterations side by
-side, and plots the loss curves when matplotlib is installed (scikit-learn keeps
-none for lbfgs).
+scikit-learn parameters, once per solver (Adam and L-BFGS by default), each
+also with uneven sample weights (``fit(X, y, sample_weight=w)``, the same
+weights for both, drawn from ``--seed``; the held-out accuracy is then weighted
+by the held-out rows' weights). nn_xp's trains on ``--backend`` (default:
+nn_xp's auto, CuPy when a GPU answers, else NumPy). Prints held-out accuracy,
+fit and predict times and iterations side by side, and plots the loss curves
+when matplotlib is installed (scikit-learn keeps none for lbfgs).
 
     python examples/sklearn_compare.py                                  # the 8x8 digits
-    python examples/sklearn_compare.py --solvers sgd adam lbfgs
+    python examples/sklearn_compare.py --solvers sgd adam lbfgs --sample-weight none
     python examples/sklearn_compare.py --data synthetic --n-samples 50000 --dtype float32 --backend cupy
 """
 from __future__ import annotations
@@ -37,12 +39,36 @@ def load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
     return X, y, f"make_classification ({args.n_samples} samples, 40 features, 5 classes)"
 
 
-def timed_fit(model, X, y):
+def timed_fit(model, X, y, sample_weight=None):
+    # a pipeline hands fit parameters to a step by its name: the classifier's, the last
+    weighted = {} if sample_weight is None else {f"{model.steps[-1][0]}__sample_weight": sample_weight}
     start = time.perf_counter()
     with warnings.catch_warnings():  # reaching max_iter is expected here
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X, y)
+        model.fit(X, y, **weighted)
     return time.perf_counter() - start
+
+
+def compare(args: argparse.Namespace, params: dict, data: tuple, weights: tuple | None) -> list:
+    """Each solver's nn_xp and scikit-learn pipelines, fitted and scored on the same data (and weights):
+    ``(label, accuracy, fit seconds, predict seconds, iterations, classifier)`` rows."""
+    X_train, X_test, y_train, y_test = data
+    w_train, w_test = weights or (None, None)
+    rows = []
+    for solver in args.solvers:
+        ours = make_pipeline(StandardScaler(), MLPClassifier(**params, solver=solver, backend=args.backend,
+                                                             device=args.device))
+        theirs = make_pipeline(StandardScaler(), SklearnMLP(**params, solver=solver))
+        for label, model in ((None, ours), ("scikit-learn", theirs)):
+            fit_seconds = timed_fit(model, X_train, y_train, w_train)
+            start = time.perf_counter()
+            accuracy = model.score(X_test, y_test, sample_weight=w_test)
+            predict_seconds = time.perf_counter() - start
+            clf = model[-1]
+            label = label or f"nn_xp ({clf.network_.backend.name}, {clf.network_.dtype_name})"
+            label = f"{label}, {solver}" + (", sample_weight" if weights else "")
+            rows.append((label, accuracy, fit_seconds, predict_seconds, clf.n_iter_, clf))
+    return rows
 
 
 def main() -> None:
@@ -54,6 +80,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                         help="the data's dtype: both estimators train in it")
     parser.add_argument("--solvers", nargs="+", default=["adam", "lbfgs"], choices=["adam", "sgd", "lbfgs"])
+    parser.add_argument("--sample-weight", default="both", choices=["both", "none", "uneven"],
+                        help="fit without weights, with uneven ones (uniform in [0.2, 3]), or both")
     parser.add_argument("--hidden", type=int, nargs="+", default=[100])
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--learning-rate-init", type=float, default=1e-3)
@@ -66,30 +94,23 @@ def main() -> None:
 
     X, y, name = load(args)
     X = X.astype(args.dtype)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y,
-                                                        random_state=args.seed)
+    w = np.random.default_rng(args.seed).uniform(0.2, 3.0, size=len(y))  # one weight per sample
+    X_train, X_test, y_train, y_test, w_train, w_test = train_test_split(X, y, w, test_size=0.25, stratify=y,
+                                                                         random_state=args.seed)
     params = dict(hidden_layer_sizes=tuple(args.hidden), batch_size=args.batch_size,
                   learning_rate_init=args.learning_rate_init, max_iter=args.max_iter,
                   early_stopping=args.early_stopping, random_state=args.seed)
-
+    data = (X_train, X_test, y_train, y_test)
     rows = []
-    for solver in args.solvers:
-        ours = make_pipeline(StandardScaler(), MLPClassifier(**params, solver=solver, backend=args.backend,
-                                                             device=args.device))
-        theirs = make_pipeline(StandardScaler(), SklearnMLP(**params, solver=solver))
-        for label, model in ((None, ours), ("scikit-learn", theirs)):
-            fit_seconds = timed_fit(model, X_train, y_train)
-            start = time.perf_counter()
-            accuracy = model.score(X_test, y_test)
-            predict_seconds = time.perf_counter() - start
-            clf = model[-1]
-            label = label or f"nn_xp ({clf.network_.backend.name}, {clf.network_.dtype_name})"
-            rows.append((f"{label}, {solver}", accuracy, fit_seconds, predict_seconds, clf.n_iter_, clf))
+    for weights in {"both": (None, (w_train, w_test)), "none": (None,),
+                    "uneven": ((w_train, w_test),)}[args.sample_weight]:
+        rows += compare(args, params, data, weights)
 
     print(f"{name}: {len(y_train)} training, {len(y_test)} held-out samples; parameters {params}")
-    print(f"{'':38}{'accuracy':>10}{'fit':>10}{'predict':>10}{'iterations':>12}")
+    print("with sample_weight: the held-out accuracy weighted by the held-out rows' weights")
+    print(f"{'':53}{'accuracy':>10}{'fit':>10}{'predict':>10}{'iterations':>12}")
     for label, accuracy, fit_seconds, predict_seconds, n_iter, _ in rows:
-        print(f"{label:38}{accuracy:>10.4f}{fit_seconds:>9.2f}s{predict_seconds:>9.3f}s{n_iter:>12}")
+        print(f"{label:53}{accuracy:>10.4f}{fit_seconds:>9.2f}s{predict_seconds:>9.3f}s{n_iter:>12}")
     plot(rows, name, args.out)
 
 
@@ -110,7 +131,7 @@ def plot(rows: list, name: str, out: str) -> None:
                 label=f"{label}: accuracy {accuracy:.4f}, fit {fit_seconds:.2f}s")
     ax.set(xlabel="epoch (iteration for lbfgs)", ylabel="training loss (loss_curve_)", yscale="log",
            title=name)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper right")  # the curves fall from the upper left
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")

@@ -4,8 +4,10 @@ SciPy's optimizer runs on the host; the loss and its gradient are nn_xp's, on th
 network's backend and device. Each evaluation moves the parameter vector to the
 device once and brings the gradient (with the loss at its end) back once, so a
 GPU model costs two transfers of its parameters per evaluation, never one per
-layer. The objective is scikit-learn's: the mean data loss plus
-``0.5 * alpha * ||W||^2 / n_samples`` on the weights (not the biases).
+layer. The objective is scikit-learn's: the network's loss with its ``l2`` penalty
+(``alpha``) on the weights, not the biases (:mod:`nn_xp.penalties`), divided by the
+number of samples, or with sample weights ``w`` by their sum:
+``(sum_i w_i l_i + 0.5 * alpha * ||W||^2) / sum_i w_i``.
 
 NumPy appears because the host is the point: SciPy's vectors.
 """
@@ -33,9 +35,11 @@ class Objective:
     """``f(x) -> (loss, gradient)`` for SciPy, ``x`` the parameters ``[W0, b0, W1, b1, ...]`` raveled end to
     end; ``last`` is the loss of the latest evaluation (the iterate, when SciPy's callback runs)."""
 
-    def __init__(self, net: Any, X: Array, Y: Array, alpha: float) -> None:
-        self.net, self.X, self.Y = net, X, Y
-        self.l2 = alpha / X.shape[0]  # scikit-learn: alpha * W / n_samples in the gradient
+    def __init__(self, net: Any, X: Array, Y: Array, w: Array | None = None,
+                 total: float | None = None) -> None:
+        self.net, self.X, self.Y, self.w = net, X, Y, w
+        # scikit-learn's denominator: the samples, or the sum of their weights (None: the rows, as without)
+        self.m = None if w is None else total
         self.shapes = [tuple(p.shape) for p in net.parameters]
         self.ends = np.cumsum([math.prod(s) for s in self.shapes]).tolist()
         self.last = math.nan
@@ -61,28 +65,31 @@ class Objective:
         net, xp = self.net, self.net.xp
         with net.backend.context():
             values = net.evaluate(self.X, check_input=False)  # fit made X and Y the model's arrays
-            loss, grads = net.value_and_gradient(values, self.Y, check_input=False)
-            penalty = 0.0
-            for i in range(0, len(grads), 2):  # the weights; the biases are not penalised
-                W = net.parameters[i]
-                flat_W = xp.reshape(W, (-1,))
-                penalty = penalty + flat_W @ flat_W
-                grads[i] = grads[i] + self.l2 * W  # (n_out, n_in)
-            loss = loss + (0.5 * self.l2) * penalty
+            if self.w is None:
+                loss, grads = net.value_and_gradient(values, self.Y, check_input=False)  # with the penalty
+            else:
+                loss, grads = net.value_and_gradient(values, self.Y, check_input=False, m=self.m, w=self.w)
             out = to_numpy(xp.concat([xp.reshape(g, (-1,)) for g in grads] + [xp.reshape(loss, (1,))]))
         self.last = float(out[-1])
         return self.last, out[:-1].astype(np.float64)
 
     def penalty(self, x: np.ndarray) -> float:
-        """The L2 term at the host vector ``x`` (the weights' pieces of it)."""
+        """The network's penalty at the host vector ``x`` (the weights' pieces of it)."""
+        p = self.net.penalty
+        if p is None:
+            return 0.0
         starts = [0, *self.ends[:-1]]
-        return 0.5 * self.l2 * sum(float(x[starts[i]:self.ends[i]] @ x[starts[i]:self.ends[i]])
-                                   for i in range(0, len(self.ends), 2))
+        weights = [x[starts[i]:self.ends[i]] for i in range(0, len(self.ends), 2)]
+        total = sum(0.5 * p.l2 * float(W @ W) + p.l1 * float(np.sum(np.abs(W))) for W in weights)
+        return total / (self.X.shape[0] if self.m is None else self.m)
 
 
-def minimize(net: Any, X: Array, Y: Array, *, alpha: float, max_iter: int, max_fun: int, tol: float,
-             scale: float = 1.0) -> tuple[int, float, list[float]]:
+def minimize(net: Any, X: Array, Y: Array, *, max_iter: int, max_fun: int, tol: float, scale: float = 1.0,
+             w: Array | None = None, total: float | None = None) -> tuple[int, float, list[float]]:
     """Fit ``net`` to model arrays ``(X, Y)`` by L-BFGS-B, as scikit-learn's ``_fit_lbfgs`` does.
+
+    The objective is the network's loss and penalty (``alpha`` is ``net.l2``); with sample weights ``w``
+    (a model array ``(n, 1)``), the weighted loss and the penalty divided by ``total``, their sum.
 
     ``max_iter``, ``max_fun`` and ``tol`` are SciPy's ``maxiter``, ``maxfun`` and
     ``gtol``. The network ends at the solution; where that is not finite, it is
@@ -97,7 +104,7 @@ def minimize(net: Any, X: Array, Y: Array, *, alpha: float, max_iter: int, max_f
     n_iter, loss, losses : int, float, list of float
         Iterations (at most ``max_iter``), the final loss and the loss after each iteration.
     """
-    objective = Objective(net, X, Y, alpha)
+    objective = Objective(net, X, Y, w, total)
     x0 = objective.start()
 
     def report(f: float, x: np.ndarray) -> float:

@@ -20,12 +20,13 @@ try:
     from sklearn.exceptions import ConvergenceWarning, NotFittedError
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state, column_or_1d
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 except ImportError as exc:  # validate_data is new in scikit-learn 1.6
     raise ImportError("nn_xp.sklearn needs scikit-learn >= 1.6: pip install 'nn_xp[sklearn]'") from exc
 
 from . import _lbfgs
 from ._sklearn_epochs import InvScaling, ScikitEpochs
+from ._validation import as_model_array
 from .backends import BackendUnavailableError, to_numpy
 from .network import Network
 from .optimizers import SGD, Adam
@@ -127,7 +128,7 @@ class _BaseMLP(BaseEstimator):
         return _dense(X), y
 
     # -------------------------------------------------------------- fitting
-    def _fit(self, X: Any, y: Any, *, incremental: bool):
+    def _fit(self, X: Any, y: Any, *, incremental: bool, sample_weight: Any = None):
         hidden = self._check_params()
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -135,32 +136,42 @@ class _BaseMLP(BaseEstimator):
         # partial_fit, and drawn afresh otherwise
         reset = not hasattr(self, "network_") or not (self.warm_start or incremental)
         X, y = self._validate(X, y, reset)
+        sample_weight = _sample_weight(sample_weight, X)
         Y, stratify = self._encode(y, incremental)
         rs = check_random_state(self.random_state)
         if reset:
             self._initialize(X, Y, hidden, rs)
         X = X.astype(self.network_.dtype_name, copy=False)  # on the host: the device gets the final bytes
         if self.solver == "lbfgs":
-            self._fit_lbfgs(X, Y)
+            self._fit_lbfgs(X, Y, sample_weight)
         else:
-            self._fit_stochastic(X, Y, rs, stratify, incremental)
+            self._fit_stochastic(X, Y, rs, stratify, incremental, sample_weight)
         return self
 
-    def _fit_lbfgs(self, X: np.ndarray, Y: np.ndarray) -> None:
+    def _fit_lbfgs(self, X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         net = self.network_
+        net.l2 = self.alpha  # scikit-learn's L2 term, on the weights alone
+        w = total = None
         with net.backend.context():
             X, _ = net.as_input(X)  # to the device once
             Y = net.as_target(Y)
+            if sample_weight is not None:  # scikit-learn divides the loss and the L2 term by their sum
+                w, _ = as_model_array(sample_weight, "sample_weight", net.backend, net.dtype_name, 1,
+                                      allow_1d=True)
+                total = float(np.sum(sample_weight))
         self.n_iter_, self.loss_, losses = _lbfgs.minimize(
-            net, X, Y, alpha=self.alpha, max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
-            scale=self._loss_scale())
+            net, X, Y, max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol, scale=self._loss_scale(),
+            w=w, total=total)
         self.loss_curve_ = self.loss_curve_ + losses
 
     def _fit_stochastic(self, X: np.ndarray, Y: np.ndarray, rs: np.random.RandomState, stratify: Any,
-                        incremental: bool) -> None:
+                        incremental: bool, sample_weight: np.ndarray | None) -> None:
         net = self.network_
-        X, Y, validation = self._hold_out(X, Y, rs, stratify)
+        X, Y, sample_weight, validation = self._hold_out(X, Y, sample_weight, rs, stratify)
         n = X.shape[0]
+        net.l2, weighted = self.alpha, {}  # scikit-learn's L2 term: alpha * W / batch rows, weights alone
+        if sample_weight is not None:  # scikit-learn divides each batch's loss, delta and L2 term by the
+            weighted = {"sample_weight": sample_weight, "weighted_mean": True}  # batch's sum of weights
         batch_size = self._batch_size(n)
         epochs = self._epochs(validation)
         callbacks = [epochs]
@@ -170,8 +181,8 @@ class _BaseMLP(BaseEstimator):
         diverged = interrupted = None
         try:
             net.fit(X, Y, epochs=1 if incremental else self.max_iter,
-                    optimizer=None if keep else self._optimizer(batch_size), batch_size=batch_size,
-                    shuffle=self.shuffle, callbacks=callbacks, verbose=0)
+                    optimizer=None if keep else self._optimizer(), batch_size=batch_size,
+                    shuffle=self.shuffle, callbacks=callbacks, verbose=0, **weighted)
         except FloatingPointError as exc:  # nn_xp rolled the network back to finite weights
             diverged = exc
         except KeyboardInterrupt:  # scikit-learn keeps what was trained (nn_xp undid the half-done epoch)
@@ -192,17 +203,17 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning, stacklevel=4)
 
-    def _epochs(self, validation: tuple[np.ndarray, np.ndarray] | None) -> ScikitEpochs:
+    def _epochs(self, validation: tuple | None) -> ScikitEpochs:
         """scikit-learn's stopping rule, continuing where the last fit or partial_fit left it."""
         rounds = self.max_iter if self.n_iter_no_change == math.inf else int(self.n_iter_no_change)
         score = None
         if validation is not None:
-            net, (Xv, Yv) = self.network_, validation
+            net, (Xv, Yv, wv) = self.network_, validation
             with net.backend.context():
                 Xv_device, _ = net.as_input(Xv)  # to the device once; predicted there after every epoch
 
             def score() -> float:
-                return self._score_outputs(to_numpy(net.predict(Xv_device)), Yv)
+                return self._score_outputs(to_numpy(net.predict(Xv_device)), Yv, wv)
 
         # a solver or early_stopping changed between warm starts: the rule starts afresh
         best = getattr(self, "best_loss_" if score is None else "best_validation_score_", None)
@@ -229,16 +240,20 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = self.best_validation_score_ = None
             self.best_loss_ = epochs.best
 
-    def _hold_out(self, X: np.ndarray, Y: np.ndarray, rs: np.random.RandomState, stratify: Any):
-        """The training part and, with early stopping, scikit-learn's validation split (else None)."""
+    def _hold_out(self, X: np.ndarray, Y: np.ndarray, w: np.ndarray | None, rs: np.random.RandomState,
+                  stratify: Any):
+        """The training part (``X, Y`` and sample weights ``w``, or None) and, with early stopping,
+        scikit-learn's validation split ``(X, Y, w)`` (else None)."""
         if not self.early_stopping:
-            return X, Y, None
-        X, Xv, Y, Yv = train_test_split(X, Y, test_size=self.validation_fraction, random_state=rs,
-                                        stratify=stratify)
+            return X, Y, w, None
+        parts = train_test_split(X, Y, *([] if w is None else [w]), test_size=self.validation_fraction,
+                                 random_state=rs, stratify=stratify)  # the same split with or without w
+        X, Xv, Y, Yv = parts[:4]
+        w, wv = parts[4:] if w is not None else (None, None)
         if Xv.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size "
                              "of your dataset.")
-        return X, Y, (Xv, Yv)
+        return X, Y, w, (Xv, Yv, wv)
 
     def _batch_size(self, n: int) -> int:
         batch_size = min(200, n) if self.batch_size == "auto" else self.batch_size
@@ -256,7 +271,7 @@ class _BaseMLP(BaseEstimator):
         seed = int(self.random_state) if _is_int(self.random_state, 0) else int(rs.randint(2**31 - 1))
         self.network_ = Network(sizes, [_ACTIVATIONS[self.activation]] * len(hidden) + [out], loss=loss,
                                 backend=self.backend, device=self.device, dtype=self.dtype or X.dtype.name,
-                                seed=seed)
+                                seed=seed, l2=self.alpha)
         self.n_layers_, self.n_outputs_ = len(sizes), n_out
         self.n_iter_, self.t_, self.loss_curve_ = 0, 0, []
         if self.solver in _STOCHASTIC:  # scikit-learn's bookkeeping of the stopping rule
@@ -271,23 +286,30 @@ class _BaseMLP(BaseEstimator):
         the outputs (its gradient, nn_xp's loss, the sum)."""
         return float(self.n_outputs_) if self.network_.loss_fn.name == "mse" else 1.0
 
-    def _optimizer(self, batch_size: int):
-        # scikit-learn adds alpha * W / batch to each batch's gradient: L2 decay of alpha / batch_size
-        decay = self.alpha / batch_size
+    def _optimizer(self):
+        # alpha is the network's l2 penalty (in the gradient, on the weights alone), not a weight decay
         if self.solver == "adam":
-            return Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon, weight_decay=decay)
+            return Adam(self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
         return SGD(self.learning_rate_init, momentum=self.momentum,
-                   nesterov=bool(self.nesterovs_momentum and self.momentum), weight_decay=decay)
+                   nesterov=bool(self.nesterovs_momentum and self.momentum))
 
-    def fit(self, X: Any, y: Any):
+    def fit(self, X: Any, y: Any, sample_weight: Any = None):
         """Train on ``(X, y)``: up to ``max_iter`` epochs (iterations for lbfgs), from the current weights
         when ``warm_start``.
+
+        Parameters
+        ----------
+        X, y : array-like
+        sample_weight : array-like of shape (n_samples,), optional
+            Weights of the samples in the loss, its gradient and the early-stopping score; as in
+            scikit-learn the loss and the L2 term are divided by the sum of the weights (see
+            docs/sklearn.md for mini-batches).
 
         Returns
         -------
         self
         """
-        self._fit(X, y, incremental=False)
+        self._fit(X, y, incremental=False, sample_weight=sample_weight)
         self.network_.release_buffers()  # a fitted estimator holds weights, not training buffers
         return self
 
@@ -364,7 +386,7 @@ class _BaseMLP(BaseEstimator):
             state["_saved_network"] = {
                 "layer_sizes": net.layer_sizes, "activations": net.activations, "loss": net.loss_fn.name,
                 "backend": net.backend.name, "device": _device_spec(net.device), "dtype": net.dtype_name,
-                "weights": net.get_weights(), "rng": net.rng, "optimizer": saved_opt}
+                "weights": net.get_weights(), "rng": net.rng, "optimizer": saved_opt, "l2": net.l2}
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -380,6 +402,18 @@ class _BaseMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True  # taken, and densified (see _validate)
         return tags
+
+
+def _sample_weight(sample_weight: Any, X: np.ndarray) -> np.ndarray | None:
+    """scikit-learn's check of ``sample_weight`` (None stays None: the unweighted fit runs as before)."""
+    if sample_weight is None:
+        return None
+    # non-negative, as nn_xp's fit asks (scikit-learn's MLP takes negative weights, and with them a loss
+    # unbounded below), and not all zero: the loss is divided by their sum
+    sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    if not np.any(sample_weight):  # scikit-learn < 1.8 lets all-zero weights through
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    return sample_weight
 
 
 def _is_int(value: Any, low: int) -> bool:
@@ -412,7 +446,7 @@ def _device_spec(device: Any) -> Any:
 def _rebuild(saved: dict) -> Network:
     def build(backend: str, device: Any) -> Network:
         return Network(saved["layer_sizes"], saved["activations"], loss=saved["loss"], backend=backend,
-                       device=device, dtype=saved["dtype"], seed=0)
+                       device=device, dtype=saved["dtype"], seed=0, l2=saved.get("l2", 0.0))
 
     try:
         net = build(saved["backend"], saved["device"])

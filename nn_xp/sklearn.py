@@ -42,12 +42,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         As in :class:`sklearn.neural_network.MLPClassifier`, with the same
         defaults and the same stopping rules, messages, warnings and verbose
         lines. ``solver="lbfgs"`` is SciPy's L-BFGS-B on nn_xp's loss and gradient
-        (see :mod:`nn_xp._lbfgs`). For ``"adam"`` and ``"sgd"``, ``alpha`` becomes
-        the optimizer's L2 ``weight_decay = alpha / batch_size`` (the gradient
-        scikit-learn adds) and ``loss_curve_`` holds the data loss without the
-        penalty. A fit that diverges raises scikit-learn's ``ValueError`` (the
-        network back at its last finite weights) or, with ``early_stopping``,
-        ends with the best epoch's weights and a NaN score for the diverged one.
+        (see :mod:`nn_xp._lbfgs`). ``alpha`` is the network's ``l2`` penalty, on
+        the weights alone as in scikit-learn, and ``loss_curve_`` includes it.
+        ``fit`` and ``partial_fit`` take ``sample_weight``. A fit that diverges
+        raises scikit-learn's ``ValueError`` (the network back at its last finite
+        weights) or, with ``early_stopping``, ends with the best epoch's weights
+        and a NaN score for the diverged one.
         Sparse ``X`` is taken and densified (see docs/sklearn.md).
     backend, device : optional
         Where to train: see :func:`nn_xp.resolve_backend` (default ``NN_XP_BACKEND``,
@@ -108,20 +108,22 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return "cross_entropy", "softmax", "softmax"
         return "binary_cross_entropy", "sigmoid", "logistic"
 
-    def _score_outputs(self, A: np.ndarray, Y: np.ndarray) -> float:
-        """scikit-learn's validation score, the accuracy (of whole rows, for multilabel), from the outputs."""
+    def _score_outputs(self, A: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """scikit-learn's validation score, the accuracy (of whole rows, for multilabel; weighted with
+        ``sample_weight``), from the outputs."""
         if A.shape[1] > 1 and Y.ndim == 1:  # softmax against class ids
-            return float(accuracy_score(Y, np.argmax(A, axis=1)))
+            return float(accuracy_score(Y, np.argmax(A, axis=1), sample_weight=sample_weight))
         predicted = (A > 0.5).astype(Y.dtype)  # LabelBinarizer's threshold
-        return float(accuracy_score(Y.ravel(), predicted.ravel()) if A.shape[1] == 1
-                     else accuracy_score(Y, predicted))
+        return float(accuracy_score(Y.ravel(), predicted.ravel(), sample_weight=sample_weight)
+                     if A.shape[1] == 1 else accuracy_score(Y, predicted, sample_weight=sample_weight))
 
     @available_if(_stochastic_solver)
-    def partial_fit(self, X: Any, y: Any, classes: Any = None):
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None):
         """One epoch over ``(X, y)``, continuing the weights and the optimizer state.
 
         ``classes`` (every label that will ever appear) is required on the first
-        call; ``y`` may hold only some of them, never others.
+        call; ``y`` may hold only some of them, never others. ``sample_weight`` as for ``fit``
+        (scikit-learn's order of the arguments).
         """
         first = getattr(self, "classes_", None) is None
         if first:
@@ -134,7 +136,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, "
                              f"was: {self.classes_!r}")
         try:
-            return self._fit(X, y, incremental=True)
+            return self._fit(X, y, incremental=True, sample_weight=sample_weight)
         except BaseException:
             if first and not hasattr(self, "network_"):  # a failed first call leaves no classes behind
                 del self.classes_, self._label_binarizer
@@ -214,17 +216,18 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _output(self) -> tuple[str, str, str]:
         return _LOSSES[self.loss]
 
-    def _score_outputs(self, A: np.ndarray, Y: np.ndarray) -> float:
-        """scikit-learn's validation score: R² (averaged over the outputs), NaN where a prediction is not
-        finite."""
+    def _score_outputs(self, A: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """scikit-learn's validation score: R² (averaged over the outputs; weighted with ``sample_weight``),
+        NaN where a prediction is not finite."""
         if not np.all(np.isfinite(A)):
             return float("nan")
-        return float(r2_score(Y, A.ravel() if A.shape[1] == 1 else A))
+        return float(r2_score(Y, A.ravel() if A.shape[1] == 1 else A, sample_weight=sample_weight))
 
     @available_if(_stochastic_solver)
-    def partial_fit(self, X: Any, y: Any):
-        """One epoch over ``(X, y)``, continuing the weights and the optimizer state."""
-        return self._fit(X, y, incremental=True)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None):
+        """One epoch over ``(X, y)``, continuing the weights and the optimizer state (``sample_weight`` as
+        for ``fit``)."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions as NumPy: ``(n_samples,)`` for one output, else ``(n_samples, n_outputs)``."""

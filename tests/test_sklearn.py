@@ -46,10 +46,22 @@ def expected_failed_checks(estimator) -> dict[str, str]:
     if isinstance(estimator, MLPRegressor) and estimator.loss == "poisson":
         return {"check_regressor_multioutput": "its make_regression targets are negative whatever the "
                                                "positive_only tag says, and the Poisson loss refuses them"}
+    failed = {}
+    if estimator.dtype == "float32":
+        # rounding, not another fit: weights and repeated rows give one objective (fit(weighted_mean=True)
+        # divides by the weights' sum), and in float64 the predictions agree to ~1e-15 (lbfgs ~1e-13). In
+        # float32 the two fits sum their rows in another order; after tens of steps their predictions part
+        # by ~1e-6 (Adam, SGD), as far as float32 and float64 training part, and as far as scikit-learn's
+        # own MLP parts on float32 data, while the check asks rtol=1e-7, below float32's epsilon (1.2e-7);
+        # lbfgs' line search amplifies it (~5e-4). docs/sklearn.md has the figures
+        reason = ("float32 training: the weighted and the repeated fit round apart (~1e-6 after tens of "
+                  "steps), beyond the check's rtol=1e-7, which is below float32's epsilon")
+        failed.update({f"check_sample_weight_equivalence_on_{kind}_data": reason
+                       for kind in ("dense", "sparse")})
     if estimator.dtype == "float32" and isinstance(estimator, MLPRegressor):
-        return {"check_regressor_multioutput": "dtype='float32' asks for float32 training, and predictions "
-                                               "come back in float32; the check demands float64"}
-    return {}
+        failed["check_regressor_multioutput"] = ("dtype='float32' asks for float32 training, and predictions "
+                                                 "come back in float32; the check demands float64")
+    return failed
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -107,7 +107,7 @@ def test_lbfgs_with_several_outputs_minimises_a_consistent_objective_and_reports
     l2 = 0.5 * alpha * sum(float(np.sum(W * W)) for W in reg.coefs_) / n
     assert reg.loss_ == pytest.approx(0.5 * np.mean((reg.predict(X) - Y) ** 2) + l2, rel=1e-10)
     net = reg.network_
-    objective = _lbfgs.Objective(net, net.as_input(X)[0], net.as_target(Y), alpha)
+    objective = _lbfgs.Objective(net, net.as_input(X)[0], net.as_target(Y))  # alpha: the network's l2
     x = objective.start()
     _, grad = objective(x)
     for i in (0, 5, x.size - 1):
