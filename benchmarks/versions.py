@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 #: seconds one timed fit should last (its epochs are set once, from the warm-up, the same for both)
-RUN_SECONDS = 0.25
+RUN_SECONDS = 0.4
 
 
 def worker(checkout: str) -> None:
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--backends", default="numpy,torch,jax")
     ap.add_argument("--sizes", default="0,1,3", help="indices into bench.SIZES")
     ap.add_argument("--dtypes", default="float32")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
     workers = {"old": Worker(args.old), "new": Worker(args.new)}
     cases = [[b, int(s), mini, d] for b in args.backends.split(",") for s in args.sizes.split(",")
@@ -100,8 +100,10 @@ def main() -> None:
         for case in cases:
             for w in workers.values():  # warm-up (JAX compiles), and the epochs of a timed fit
                 w.time(case, 2)
-            per_epoch = workers["old"].time(case, 2)["seconds"]
-            epochs = max(2, min(1 << 14, int(RUN_SECONDS / per_epoch)))
+            epochs = 2
+            for _ in range(3):  # a short fit's time is mostly its setup: measure again at the right length
+                per_epoch = workers["old"].time(case, epochs)["seconds"]
+                epochs = max(2, min(1 << 16, int(RUN_SECONDS / per_epoch)))
             for w in workers.values():
                 w.time(case, epochs)  # a fit of this many epochs once (JAX compiles its chunk)
             times: dict[str, list[float]] = {"old": [], "new": []}
