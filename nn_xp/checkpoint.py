@@ -110,6 +110,11 @@ def _checked_checkpoint(path: _Path, meta: dict, net: Any) -> tuple[int, History
                                               "loss_config": dict(net.loss_fn.config)})
     if saved != this:
         raise error(path, f"is a checkpoint of a {saved} network; this network is {this}")
+    for name in ("l1", "l2"):  # the penalties are the training's as much as the loss is (_modelfile checked)
+        if float(meta.get(name, 0.0)) != getattr(net, name):
+            saved_value, ours = meta.get(name, 0.0), getattr(net, name)
+            raise error(path, f"is a checkpoint of a network with {name}={saved_value!r}; this network has "
+                              f"{name}={ours!r} (give Network(..., {name}=) as when it was saved)")
     epoch, history, epochs = ck.get("epoch"), ck.get("history"), ck.get("history_epoch")
     if not is_int(epoch) or epoch < 0:
         raise error(path, f"checkpoint epoch must be a non-negative integer, got {short(epoch)}")

@@ -102,7 +102,8 @@ class Network:
     ----------
     history : History or None
         The latest ``fit``'s record (what it returned): ``net.history["loss"]``,
-        ``net.history.epoch``, ``net.history.plot()``; None before the first fit.
+        ``net.history.epoch``, ``net.history.plot()``; None before the first fit. A fit
+        that failed or was rolled back leaves its own record, cut where the weights are.
     optimizer : Optimizer or None
         The latest ``fit``'s optimizer, its state kept: the next ``fit`` without
         ``optimizer=`` continues with it.
@@ -267,7 +268,8 @@ class Network:
 
     @property
     def metric_names(self) -> list[str]:
-        """What :meth:`measure` returns and ``fit`` records: ``loss``, and ``accuracy`` for classification."""
+        """What :meth:`measure` returns and ``fit`` records without ``metrics=``: ``loss``, and ``accuracy``
+        for classification (``fit(metrics=...)`` records its own list after the loss)."""
         return ["loss"] + (["accuracy"] if self.loss_fn.correct is not None else [])
 
     def __repr__(self) -> str:

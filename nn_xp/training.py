@@ -230,7 +230,8 @@ class Run:
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         self.optimizer = trainer.optimizer
         self.undo = _UndoPoints(net, trainer.optimizer, trainer.draws_from_rng)
-        self.columns = [history.history.setdefault(k, []) for k in trainer.keys]
+        # a key new to a resumed history (metrics= added) starts with NaN for the epochs before this fit
+        self.columns = [history.history.setdefault(k, [math.nan] * len(history.epoch)) for k in trainer.keys]
         self.done = self.saved_at = start  # epochs completed; what the checkpoint file holds
         self._measured: Snapshot | None = None  # the weights the last epoch's training metrics describe
 

@@ -372,3 +372,32 @@ def test_network_fit_spells_out_every_option_of_the_loop():
     doc = nn_xp.Network.fit.__doc__
     missing = [p.name for p in ours[2:] if p.name not in doc]
     assert missing == []
+
+
+def test_a_resume_that_adds_metrics_keeps_every_column_as_long_as_the_epochs(tmp_path):
+    """Review: a key new to a resumed history started empty, so a rollback's truncate left it too long and
+    History.plot drew mismatched lengths; it now holds NaN for the epochs before the fit that added it."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((40, 3)), rng.standard_normal((40, 1))
+    ck = tmp_path / "ck.safetensors"
+    net = nn_xp.Network([3, 4, 1], backend="numpy", dtype="float64")
+    net.fit(X, Y, epochs=3, checkpoint=ck)
+    history = net.fit(X, Y, epochs=5, resume_from=ck, metrics=["mae"])
+    assert history.epoch == [0, 1, 2, 3, 4]
+    assert len(history.history["mae"]) == 5 and all(math.isnan(v) for v in history.history["mae"][:3])
+    assert all(math.isfinite(v) for v in history.history["mae"][3:])
+    history.truncate(4)
+    assert {k: len(v) for k, v in history.history.items()} == {"loss": 4, "mae": 4}
+
+
+def test_resume_refuses_a_network_with_other_penalties(tmp_path):
+    ck = tmp_path / "ck.safetensors"
+    net = nn_xp.Network([1, 4, 1], backend="numpy", dtype="float64", l2=0.1)
+    net.fit(SINE_X, SINE_Y, epochs=2, checkpoint=ck)
+    other = nn_xp.Network([1, 4, 1], backend="numpy", dtype="float64", l2=0.5)
+    before = other.get_weights()
+    with pytest.raises(nn_xp.io.ModelFileError, match=r"l2=0\.1.*this network has l2=0\.5"):
+        other.fit(SINE_X, SINE_Y, epochs=4, resume_from=ck)
+    assert all(np.array_equal(a, b) for pa, pb in zip(before, other.get_weights()) for a, b in zip(pa, pb))
+    same = nn_xp.Network([1, 4, 1], backend="numpy", dtype="float64", l2=0.1)
+    assert len(same.fit(SINE_X, SINE_Y, epochs=4, resume_from=ck)) == 4
