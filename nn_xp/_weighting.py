@@ -13,7 +13,10 @@ shuffle takes them along); a data-parallel rank uses its shard's.
 (and its gradient, and an ``l1``/``l2`` penalty) divided by the batch's sum of weights, a
 device scalar (data-parallel: the whole global batch's, which every rank sums from the
 weights it holds); integer weights then train as repeated rows in full batch whatever
-the rows given, and the loss is a weighted mean (``val_loss`` too).
+the rows given, and each batch's loss is a weighted mean (``val_loss`` too). The epoch's
+loss in mini-batches is, as scikit-learn's ``loss_curve_``, the batches' losses averaged
+by their rows (not by their weights' sums): the full-batch value only when every batch
+weighs alike.
 
 ``class_weight`` (a dict ``{class: weight}``, classes missing from it weighing 1, or
 ``"balanced"``: scikit-learn's ``n_samples / (n_classes * bincount(y))`` over the classes

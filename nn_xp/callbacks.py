@@ -54,7 +54,29 @@ class LambdaCallback(Callback):
         self.fn(epoch, logs)
 
 
-class EarlyStopping(Callback):
+class _Monitoring(Callback):
+    """What EarlyStopping and ReduceLROnPlateau share: a monitored key of the logs, compared with the best
+    value so far (``monitor``, ``maximize``, ``min_delta`` and ``best`` are the subclass's)."""
+
+    monitor: str
+    maximize: bool
+    min_delta: float
+    best: float
+
+    def monitored(self, logs: dict[str, float]) -> float:
+        """The epoch's value of ``monitor``, or a ValueError naming the keys there are."""
+        if self.monitor not in logs:
+            raise ValueError(f"{type(self).__name__} monitors {self.monitor!r}, but the history has only "
+                             f"{sorted(logs)}; pass validation_data or validation_split for val_* keys")
+        return logs[self.monitor]
+
+    def _improved(self, value: float) -> bool:
+        if self.maximize:
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+
+class EarlyStopping(_Monitoring):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
     With ``restore_best_weights`` the network ends with the weights of the best
@@ -86,16 +108,8 @@ class EarlyStopping(Callback):
         self.wait = 0
         self.stopped_epoch = None
 
-    def _improved(self, value: float) -> bool:
-        if self.maximize:
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
-
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, but the history has only "
-                             f"{sorted(logs)}; pass validation_data or validation_split for val_* keys")
-        value = logs[self.monitor]
+        value = self.monitored(logs)
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
@@ -136,7 +150,7 @@ class EarlyStopping(Callback):
         return "EarlyStopping: " + "; ".join(parts) if parts else ""
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(_Monitoring):
     """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for ``patience`` epochs
     (Keras' ReduceLROnPlateau, same arguments and rules).
 
@@ -220,16 +234,8 @@ class ReduceLROnPlateau(Callback):
                              "optimizer a constant rate, or leave the callback out")
         self.optimizer = opt
 
-    def _improved(self, value: float) -> bool:
-        if self.maximize:
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
-
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if self.monitor not in logs:
-            raise ValueError(f"ReduceLROnPlateau monitors {self.monitor!r}, but the history has only "
-                             f"{sorted(logs)}; pass validation_data or validation_split for val_* keys")
-        opt, value = self.optimizer, logs[self.monitor]
+        opt, value = self.optimizer, self.monitored(logs)
         rate = opt.current_learning_rate()
         logs["learning_rate"] = rate
         if self.cooldown_counter > 0:

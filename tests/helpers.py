@@ -1,12 +1,15 @@
 """Helpers shared by the tests: networks on the backend under test, and a namespace-aware assert_close."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 
 import nn_xp
 from nn_xp.backends import to_numpy
+from nn_xp.distributed import LocalCommunicator
 
 SINE_X = np.arange(-5.0, 5.0, 0.1).reshape(-1, 1)  # the blog's 100 samples
 SINE_Y = np.sin(SINE_X)
@@ -41,3 +44,23 @@ def assert_close(actual, desired, *, backend=None, rtol=1e-7, atol=0.0, dtype=No
     np.testing.assert_allclose(to_numpy(actual),
                                to_numpy(desired) if not isinstance(desired, (float, int)) else desired,
                                rtol=rtol, atol=atol)
+
+
+def in_threads(size: int, work, timeout: float = 30.0) -> tuple[list, list]:
+    """``work(comm)`` on ``size`` threads of one :class:`LocalCommunicator` group: (results, errors)."""
+    comms = LocalCommunicator.group(size, timeout=timeout)
+    results, errors = [None] * size, [None] * size
+
+    def go(rank: int) -> None:
+        try:
+            results[rank] = work(comms[rank])
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            errors[rank] = exc
+
+    threads = [threading.Thread(target=go, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 30)
+    assert not any(t.is_alive() for t in threads), "a rank hung"
+    return results, errors

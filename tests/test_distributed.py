@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +23,7 @@ from types import SimpleNamespace
 import array_api_compat.numpy as xp
 import numpy as np
 import pytest
+from helpers import in_threads
 
 import nn_xp
 from nn_xp import backends
@@ -36,26 +36,6 @@ REL = 1e-12
 
 
 # ------------------------------------------------------------------ helpers
-def in_threads(size: int, work, timeout: float = 30.0) -> tuple[list, list]:
-    """``work(comm)`` on ``size`` threads of one :class:`LocalCommunicator` group: (results, errors)."""
-    comms = LocalCommunicator.group(size, timeout=timeout)
-    results, errors = [None] * size, [None] * size
-
-    def go(rank: int) -> None:
-        try:
-            results[rank] = work(comms[rank])
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            errors[rank] = exc
-
-    threads = [threading.Thread(target=go, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout + 30)
-    assert not any(t.is_alive() for t in threads), "a rank hung"
-    return results, errors
-
-
 def weights(net: nn_xp.Network) -> np.ndarray:
     return np.concatenate([a.ravel() for pair in net.get_weights() for a in pair])
 

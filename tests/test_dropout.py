@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import pickle
 import sys
-import threading
 import types
 
 import numpy as np
 import pytest
-from helpers import assert_on_backend, make_net
+from helpers import assert_on_backend, in_threads, make_net
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nn_xp
 from nn_xp import to_numpy
-from nn_xp.distributed import LocalCommunicator
 from nn_xp.engine import CudaGraphEngine
 
 SIZES, ACTS = [3, 6, 5, 2], ["tanh", "sigmoid", "identity"]
@@ -420,25 +418,13 @@ def test_a_pickled_network_keeps_its_rates_and_seed():
 
 
 # ------------------------------------------------------------------ data-parallel: one process's training
-def in_threads(size, work, timeout=30.0):
-    """``work(comm)`` on ``size`` threads of one LocalCommunicator group: the results, errors raised."""
-    comms = LocalCommunicator.group(size, timeout=timeout)
-    results, errors = [None] * size, []
-
-    def go(rank):
-        try:
-            results[rank] = work(comms[rank])
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            errors.append(exc)
-
-    threads = [threading.Thread(target=go, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout + 30)
-    assert not any(t.is_alive() for t in threads), "a rank hung"
-    if errors:
-        raise errors[0]
+def ranks(size, work, timeout=30.0):
+    """``work(comm)`` on ``size`` threads of one LocalCommunicator group: the results; raises the first
+    error a rank raised."""
+    results, errors = in_threads(size, work, timeout)
+    for exc in errors:
+        if exc is not None:
+            raise exc
     return results
 
 
@@ -455,7 +441,7 @@ def test_data_parallel_training_is_one_processs(backend, batch_size, size):
 
     ref_w, ref_h = train(None)
     # every rank's own seed differs: rank 0's dropout seed (with its weights and shuffle) reaches the others
-    results = in_threads(size, lambda comm: train(comm, seed=5 if comm.rank == 0 else 100 + comm.rank))
+    results = ranks(size, lambda comm: train(comm, seed=5 if comm.rank == 0 else 100 + comm.rank))
     for w, h in results:
         assert w.tobytes() == results[0][0].tobytes() and h == results[0][1]
     assert rel(results[0][0], ref_w) < REL
@@ -471,4 +457,4 @@ def test_data_parallel_ranks_must_agree_on_the_rates():
         net.fit(X, Y, epochs=1, comm=comm)
 
     with pytest.raises(ValueError, match="dropout: rank 0 has"):
-        in_threads(2, train)
+        ranks(2, train)

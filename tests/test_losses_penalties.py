@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import make_net
+from helpers import in_threads, make_net
 
 import nn_xp
 from nn_xp import penalties
@@ -300,20 +300,7 @@ def test_penalties_are_checked_and_can_be_changed_between_fits():
 
 # ------------------------------------------------------------------ data-parallel
 def _in_threads(size, work):
-    comms = LocalCommunicator.group(size, timeout=30.0)
-    results, errors = [None] * size, [None] * size
-
-    def go(rank):
-        try:
-            results[rank] = work(comms[rank])
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            errors[rank] = exc
-
-    threads = [threading.Thread(target=go, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results, errors = in_threads(size, work)
     assert errors == [None] * size
     return results
 

@@ -3,18 +3,16 @@ ReduceLROnPlateau; on every backend, flat and per-array parameters, every engine
 from __future__ import annotations
 
 import math
-import threading
 import warnings
 
 import numpy as np
 import pytest
-from helpers import SINE_X, SINE_Y, assert_close, assert_on_backend, make_net
+from helpers import SINE_X, SINE_Y, assert_close, assert_on_backend, in_threads, make_net
 
 import nn_xp
 from nn_xp import _kernels as K
 from nn_xp._payload import saved_optimizer
 from nn_xp.backends import to_numpy
-from nn_xp.distributed import LocalCommunicator
 from nn_xp.engine import CudaGraphEngine, FlatParameters, Parameters
 
 SHAPES = [(4, 3), (2, 4)]  # (n_out, n_in) per layer: W0 (4, 3), b0 (4,), W1 (2, 4), b1 (2,)
@@ -238,21 +236,8 @@ def test_a_bad_clip_norm_is_refused_naming_it(bad, error):
 
 
 # ------------------------------------------------------------------ data-parallel
-def in_threads(size, work):
-    comms = LocalCommunicator.group(size, timeout=30.0)
-    results, errors = [None] * size, [None] * size
-
-    def go(rank):
-        try:
-            results[rank] = work(comms[rank])
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            errors[rank] = exc
-
-    threads = [threading.Thread(target=go, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+def ranks(size, work):
+    results, errors = in_threads(size, work)
     assert errors == [None] * size
     return results
 
@@ -274,7 +259,7 @@ def test_data_parallel_clipping_sees_the_global_gradient(backend, size):
         return np.concatenate([a.ravel() for pair in net.get_weights() for a in pair]), history["loss"]
 
     ref_w, ref_loss = train(None)
-    for w, loss in in_threads(size, train):
+    for w, loss in ranks(size, train):
         np.testing.assert_allclose(w, ref_w, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(loss, ref_loss, rtol=1e-12)
 

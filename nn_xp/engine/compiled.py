@@ -346,8 +346,6 @@ class _Step:
             X, Y = xp.take(X, order, axis=0), xp.take(Y, order, axis=0)
             W = None if W is None else xp.take(W, order, axis=0)
         full, rest = divmod(m, size)
-        weighted = scoring is not None and scoring.weighted_mean
-        whole_sum = xp.sum(W) if weighted else None  # every training row's weights (never all 0)
 
         def body(carry, batch):
             params, state, loss, correct = carry
@@ -355,9 +353,7 @@ class _Step:
             step_noise = None if count is None else (noise[0], count)
             params, state, batch_loss, batch_correct = self.batch(params, state, rate, xb, yb, *wb,
                                                                   noise=step_noise)
-            # the mean over the epoch's samples, or with weighted_mean over their weights
-            share = xp.sum(wb[0]) / whole_sum if weighted else xb.shape[0] / m
-            loss = loss + batch_loss * share
+            loss = loss + batch_loss * (xb.shape[0] / m)  # the mean over the epoch's samples
             if scoring is not None:
                 correct = scoring.add(correct, batch_correct)
             elif self.classification:

@@ -222,7 +222,6 @@ class Trainer:
                                         None if W is None else W[lo:hi, ...], *total)
         else:
             order, loss, sums, total = self.order(), 0.0, None, ()
-            whole_sum = self.xp.sum(W) if mean else None  # every training row's weights (never all 0)
             for start in range(0, m, self.batch_size):
                 n = min(self.batch_size, m - start)  # in bounds: the array API leaves overshoot unspecified
                 lo, hi = self.rows(n)
@@ -232,10 +231,8 @@ class Trainer:
                 if mean:  # a shard sums the whole batch's weights, which it holds: no communication
                     whole = wb if self.shard is None else self.xp.take(W, order[start:start + n], axis=0)
                     total = (scoring.denominator(whole, self.xp),)
-                    share = self.xp.sum(whole) / whole_sum  # the batch's part of the epoch's weights
                 batch_loss, batch_sums = self.batch(xb, yb, n, wb, *total)
-                # the epoch's loss: the mean over its rows, or with weighted_mean over its weights
-                loss = loss + batch_loss * (share if mean else n / m)
+                loss = loss + batch_loss * (n / m)
                 sums = batch_sums if sums is None else scoring.add(sums, batch_sums)
         metrics = [loss, *scoring.finish(sums, self.context, self.xp)]
         if self.validation is not None:
