@@ -7,6 +7,7 @@ torchrun's environment (``init_method="env://"``, which torch reads), with the w
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import signal
@@ -44,6 +45,9 @@ class TorchCommunicator(Communicator):
         if not dist.is_initialized():
             backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+            # the group made here is ended here: left to the interpreter's exit, gloo's threads may abort the
+            # process ("terminate called without an active exception", exit -6) after a finished job
+            atexit.register(_destroy, dist)
         super().__init__(dist.get_rank(group), dist.get_world_size(group), timeout)
         nccl = dist.get_backend(group) == "nccl"
         self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
@@ -98,3 +102,9 @@ class TorchCommunicator(Communicator):
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def _destroy(dist: Any) -> None:
+    """End the default group made by :class:`TorchCommunicator` (at exit), unless someone already did."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
