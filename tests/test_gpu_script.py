@@ -241,7 +241,7 @@ def test_one_gpu_runs_to_the_summary(tmp_path, outcome):
     assert "cuBLAS matmul and NVRTC kernel ok" in rows["preflight"][2]
     assert rows["examples"][0] == "skipped"
     assert rows["slow"][0] == "ok" and rows["slow"][2] == "1 passed, 2 deselected [cupy]"
-    assert "of a 300 s budget" in summary
+    assert "of a 420 s budget" in summary
     if outcome == "pass":
         assert result.returncode == 0, result.stdout + result.stderr
         assert rows["tests"] == ["ok", rows["tests"][1], "2 passed, 1 deselected [cupy,numpy]"]
