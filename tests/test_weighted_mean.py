@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_weights_metrics import ENGINES, HEADS, _data, _net, _rel, _same, _weights
+from test_weights_metrics import (
+    ENGINES,
+    HEADS,
+    _data,
+    _net,
+    _rel,
+    _same,
+    _weights,
+    assert_ranks_train_as_one_process,
+)
 
 from nn_xp.backends import resolve_backend, to_numpy
 
@@ -140,7 +149,6 @@ def test_class_weight_alone_is_a_weighted_mean_too(backend):
 @pytest.mark.parametrize("batch_size", [None, 7])
 def test_data_parallel_divides_by_the_global_batchs_weights(engine, size, batch_size):
     """Every rank divides by the whole batch's sum of weights (not its shard's): one process's fit."""
-    from test_distributed import in_threads
 
     backend = resolve_backend("numpy")
     X, y = _data("cross_entropy", m=31)
@@ -155,13 +163,7 @@ def test_data_parallel_divides_by_the_global_batchs_weights(engine, size, batch_
                 metrics=["accuracy", "mae"], validation_data=(Xv, yv, wv), comm=comm)
         return _weights(net), net.history.history
 
-    ref_w, ref_h = train(None)
-    results, errors = in_threads(size, train)
-    assert errors == [None] * size
-    for got_w, got_h in results:
-        assert _rel(got_w, ref_w) < 1e-12 and got_h.keys() == ref_h.keys()
-        for key in ref_h:
-            assert _rel(got_h[key], ref_h[key]) < 1e-12, key
+    assert_ranks_train_as_one_process(train, size)
 
 
 # ------------------------------------------------------------------ without it, and errors

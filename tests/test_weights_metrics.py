@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import make_net
+from helpers import in_threads, make_net
 from hypothesis import given
 from hypothesis import strategies as st
 from test_properties import SETTINGS, problems
@@ -334,7 +334,6 @@ def test_a_fit_without_the_options_never_runs_their_code(backend, monkeypatch):
 @pytest.mark.parametrize("engine", ["auto", "portable"])
 @pytest.mark.parametrize("size", [2, 3])
 def test_data_parallel_weighted_metrics_equal_one_processs(engine, size):
-    from test_distributed import in_threads
 
     from nn_xp.backends import resolve_backend
 
@@ -351,13 +350,7 @@ def test_data_parallel_weighted_metrics_equal_one_processs(engine, size):
                 metrics=["accuracy", "mae", "mse"], validation_data=(Xv, yv, wv), comm=comm)
         return _weights(net), net.history.history
 
-    ref_w, ref_h = train(None)
-    results, errors = in_threads(size, train)
-    assert errors == [None] * size
-    for got_w, got_h in results:
-        assert _rel(got_w, ref_w) < 1e-12 and got_h.keys() == ref_h.keys()
-        for key in ref_h:
-            assert _rel(got_h[key], ref_h[key]) < 1e-12, key
+    assert_ranks_train_as_one_process(train, size)
 
 
 @pytest.mark.parametrize("metric", ["rmse", "r2", mean_abs])
@@ -493,3 +486,14 @@ def test_integer_weighted_gradients_are_those_of_repeated_rows(backend, problem,
     assert float(loss_w) == pytest.approx(float(loss_r), rel=1e-10, abs=1e-12)
     for g, h in zip(grads_w, grads_r):
         np.testing.assert_allclose(to_numpy(g), to_numpy(h), rtol=1e-9, atol=1e-12)
+
+
+def assert_ranks_train_as_one_process(train, size):
+    """``train(comm)`` -> (weights, history) on ``size`` thread ranks equals ``train(None)``, to 1e-12."""
+    ref_w, ref_h = train(None)
+    results, errors = in_threads(size, train)
+    assert errors == [None] * size
+    for got_w, got_h in results:
+        assert _rel(got_w, ref_w) < 1e-12 and got_h.keys() == ref_h.keys()
+        for key in ref_h:
+            assert _rel(got_h[key], ref_h[key]) < 1e-12, key
