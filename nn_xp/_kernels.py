@@ -9,17 +9,22 @@ it writes into ``out``. This is the one module that asks which library it has.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from array_api_compat import is_cupy_namespace, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
 from ._typing import Array, Namespace
 
-__all__ = ["all_finite", "clip_scale", "column_sum", "copy_into", "descend", "flat_portable_parameters",
-           "flat_view", "linear", "matmul_function", "maximum", "multiply", "rsub", "sigmoid",
-           "slices_are_views", "sum_of_squares", "supports_out", "tanh", "weight_gradient"]
+__all__ = ["FusedOps", "all_finite", "autograd_off", "clip_scale", "column_sum", "copy_into", "descend",
+           "dot", "flat_portable_parameters", "flat_view", "fused_ops", "fuses_products", "linear",
+           "matmul_function", "maximum", "multiply", "relu_backward", "rsub", "sigmoid", "sigmoid_backward",
+           "slices_are_views", "sum_of_squares", "supports_out", "tanh", "tanh_backward", "weight_gradient"]
 
 _NATIVE: dict[str, Any] = {}
 
@@ -42,6 +47,47 @@ def flat_portable_parameters(xp: Namespace) -> bool:
     is then one copy, not one per array; NumPy and CuPy have the buffered engine for that, and the portable
     one stays the array API's plain arrays there, the reference it is tested against)."""
     return is_torch_namespace(xp)
+
+
+def fuses_products(xp: Namespace) -> bool:
+    """Whether the library fuses a product with what surrounds it in one call (torch's ``addmm``, ``addmm_``,
+    ``addmv_``): the fused engine's step then needs fewer calls, which on a tiny network is what it costs."""
+    return is_torch_namespace(xp)
+
+
+def autograd_off(xp: Namespace) -> contextlib.AbstractContextManager:
+    """A context in which the library records no autograd graph (torch's ``no_grad``: nn_xp differentiates
+    by hand, and each operation's dispatch costs less there), or a null context."""
+    if is_torch_namespace(xp):
+        return _native(xp).no_grad()
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class FusedOps:
+    """The library's own calls for the fused engine's step, looked up once per fit (a tiny network's step
+    makes about twenty, and a lookup per call would cost as much again)."""
+
+    #: ``linear(b, a, WT) -> a @ WT + b`` (torch's ``addmm``)
+    linear: Callable[[Array, Array, Array], Array]
+    #: ``product(a, b) -> a @ b`` for 2-D arrays (``mm``)
+    product: Callable[[Array, Array], Array]
+    #: ``descend(p, g, lr)``: ``p -= lr * g`` in place (one ``add_``, as :func:`descend`)
+    descend: Callable[[Array, Array, float], None]
+    #: ``column_sum(x) -> sum(x, axis=0)``
+    column_sum: Callable[[Array], Array]
+
+
+def fused_ops(xp: Namespace) -> FusedOps:
+    """:class:`FusedOps` of a library that :func:`fuses_products` (torch)."""
+    if not fuses_products(xp):
+        raise ValueError(f"{xp.__name__} has no fused operations for the fused engine (torch has)")
+    torch = _native(xp)
+    return FusedOps(torch.addmm, torch.mm, _torch_descend, functools.partial(torch.sum, dim=0))
+
+
+def _torch_descend(p: Array, g: Array, lr: float) -> None:
+    p.add_(g, alpha=-lr)
 
 
 def _native(xp: Namespace) -> Any:
@@ -90,6 +136,14 @@ def flat_view(x: Array, xp: Namespace) -> Array:
     if supports_out(xp) or is_torch_namespace(xp):
         return x.reshape(-1)
     return xp.reshape(x, (-1,))
+
+
+def dot(a: Array, b: Array, xp: Namespace) -> Array:
+    """``a @ b`` for two vectors, a scalar: torch's own ``dot`` (its ``@`` passes through a Python wrapper
+    first, a microsecond a call)."""
+    if is_torch_namespace(xp):
+        return _native(xp).dot(a, b)
+    return a @ b
 
 
 def weight_gradient(dZ: Array, a: Array, xp: Namespace) -> Array:
@@ -211,6 +265,39 @@ def sigmoid(z: Array, xp: Namespace, out: Array | None = None) -> Array:
     a *= 0.5
     a += 0.5
     return a
+
+
+def sigmoid_backward(dA: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
+    """``dA * a * (1 - a)``, sigmoid's ``dZ`` from its output ``a``, overwriting ``dA`` (and with ``consume``
+    the spent ``a``) where it runs in passes; torch has the one pass its autograd uses
+    (``aten.sigmoid_backward``: one call for three, a new array)."""
+    if is_torch_namespace(xp):
+        return _native(xp).ops.aten.sigmoid_backward(dA, a)
+    dA *= a
+    dA *= rsub(1.0, a, xp, inplace=consume)
+    return dA
+
+
+def tanh_backward(dA: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
+    """``dA * (1 - a**2)``, tanh's ``dZ`` from its output ``a``, as ``dA - dA * a**2`` overwriting ``dA`` (and
+    with ``consume`` the spent ``a``) where it runs in passes; torch: ``aten.tanh_backward``, one pass."""
+    if is_torch_namespace(xp):
+        return _native(xp).ops.aten.tanh_backward(dA, a)
+    if consume:
+        a *= a  # a^2 written over the spent a
+        t = a
+    else:
+        t = a * a
+    t *= dA
+    dA -= t
+    return dA
+
+
+def relu_backward(dA: Array, a: Array, xp: Namespace) -> Array:
+    """``dA`` where ``a > 0``, else 0 (a new array); torch: ``aten.threshold_backward``, one pass for two."""
+    if is_torch_namespace(xp):
+        return _native(xp).ops.aten.threshold_backward(dA, a, 0)
+    return xp.where(a > 0, dA, 0.0)
 
 
 def maximum(a: Array, b: Any, xp: Namespace, out: Array | None = None) -> Array:

@@ -70,9 +70,7 @@ def _sigmoid_derivative(z: Array, a: Array, xp: Namespace) -> Array:
 
 
 def _sigmoid_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
-    dA *= a  # dA * a * (1 - a), with (1 - a) written over the spent a when allowed
-    dA *= K.rsub(1.0, a, xp, inplace=True) if consume else 1.0 - a
-    return dA
+    return K.sigmoid_backward(dA, a, xp, consume)  # dA * a * (1 - a), (1 - a) over the spent a if allowed
 
 
 # --- tanh -------------------------------------------------------------------
@@ -85,14 +83,7 @@ def _tanh_derivative(z: Array, a: Array, xp: Namespace) -> Array:
 
 
 def _tanh_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
-    if consume:
-        a *= a  # dA - dA * a^2, with a^2 written over the spent a
-        t = a
-    else:
-        t = a * a
-    t *= dA
-    dA -= t
-    return dA
+    return K.tanh_backward(dA, a, xp, consume)  # dA * (1 - a^2), a^2 over the spent a if allowed
 
 
 # --- relu and leaky relu ----------------------------------------------------
@@ -107,7 +98,7 @@ def _relu_derivative(z: Array, a: Array, xp: Namespace) -> Array:
 
 
 def _relu_backward(dA: Array, z: Array, a: Array, xp: Namespace, consume: bool = False) -> Array:
-    return xp.where(a > 0, dA, 0.0)
+    return K.relu_backward(dA, a, xp)  # dA where a > 0, else 0
 
 
 def _leaky_relu(z: Array, xp: Namespace, out: Array | None = None) -> Array:

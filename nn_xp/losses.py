@@ -99,9 +99,9 @@ def _mse_value_and_delta(z: Array, a: Array, y: Array, xp: Namespace, m: int | N
     flat = K.flat_view(diff, xp)  # ||diff||^2 as one dot
     if w is not None:  # sum_i w_i ||diff_i||^2, the same dot
         diff = diff * w
-        loss = (K.flat_view(diff, xp) @ flat) * (0.5 / m)
+        loss = K.dot(K.flat_view(diff, xp), flat, xp) * (0.5 / m)
     else:
-        loss = (flat @ flat) * (0.5 / m)
+        loss = K.dot(flat, flat, xp) * (0.5 / m)
     diff /= m
     return loss, diff
 

@@ -82,6 +82,20 @@ class Optimizer:
         """The rate of the next step: a schedule's value is checked on the host before any step uses it."""
         return self.learning_rate_at(self.iterations)
 
+    @property
+    def plain_descent(self) -> bool:
+        """Whether a step is ``p -= lr * g`` and nothing else (:class:`SGD` without momentum, weight decay or
+        ``clip_norm``): an engine may then apply it itself, fused into back-propagation, calling
+        :meth:`count_step` for each step in place of :meth:`step`."""
+        return False
+
+    def count_step(self) -> float:
+        """Count the next step and return its rate: what :meth:`step` does besides applying the rule, for an
+        engine that applies a :attr:`plain_descent` step itself."""
+        lr = self.current_learning_rate()
+        self.iterations += 1
+        return lr
+
     def learning_rates(self, n: int) -> list[float]:
         """The rates of the next ``n`` steps (from step ``iterations`` on), each checked on the host as
         :meth:`current_learning_rate` checks it: what a compiled engine sends along with ``n`` steps."""
@@ -427,6 +441,12 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs a momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
         self.slots = ("velocity",) if momentum else ()
+
+    @property
+    def plain_descent(self) -> bool:
+        # a subclass with a rule of its own is not the plain step, whatever its settings
+        return (type(self).update is SGD.update and not self.momentum and not self.weight_decay
+                and self.clip_norm is None)
 
     def update(self, p: Array, g: Array, state: dict[str, Array], lr: float, xp: Any) -> Array:
         if self.weight_decay:

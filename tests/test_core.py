@@ -99,8 +99,9 @@ def test_activation_keeps_dtype_and_device(backend, name, dtype):
         d = act.derivative(z, a, xp)
         assert_close(d, act.derivative(host, act.forward(host, npx), npx), backend=backend, dtype=dtype,
                      rtol=rtol, atol=1e-6 if dtype == "float32" else 0.0)  # 1 - a*a loses digits near |a| = 1
-        dz = act.backward(xp.ones_like(z), z, a, xp)
-        assert_close(dz, d, backend=backend, dtype=dtype)
+        dz = act.backward(xp.ones_like(z), z, a, xp)  # torch: its own one-pass kernels (an ulp or two)
+        assert_close(dz, d, backend=backend, dtype=dtype, rtol=1e-7 if dtype == "float64" else 1e-5,
+                     atol=1e-6 if dtype == "float32" else 0.0)
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "leaky_relu"])

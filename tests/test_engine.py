@@ -19,10 +19,11 @@ def _model_data(net, X, Y):
 # ------------------------------------------------------------------ choosing the engine
 def test_auto_is_buffered_exactly_where_the_library_takes_out(backend):
     net = make_net(backend, [1, 4, 1])
-    expected = {"numpy": "buffered", "cupy": "buffered", "jax": "compiled"}.get(backend.name, "portable")
+    expected = {"numpy": "buffered", "cupy": "buffered", "jax": "compiled",
+                "torch": "fused"}.get(backend.name, "portable")
     assert net.engine.name == expected
     # one flat buffer where fit writes into buffers, and on torch, whose portable undo point is then one copy
-    assert (net.parameters.flat is not None) == (expected == "buffered" or backend.name == "torch")
+    assert (net.parameters.flat is not None) == (expected in ("buffered", "fused"))
     assert nn_xp.Network([1, 4, 1], backend=backend.name, device=backend.device,
                          engine="portable").engine.name == "portable"
 
@@ -271,7 +272,7 @@ def test_an_optimizer_undo_point_survives_its_state_being_replaced(engine):
 
 def test_engines_are_exported_for_plugging_in():
     assert issubclass(BufferedEngine, PortableEngine)
-    assert nn_xp.ENGINES == ("auto", "portable", "buffered", "compiled", "cuda_graph")
+    assert nn_xp.ENGINES == ("auto", "portable", "buffered", "fused", "compiled", "cuda_graph")
 
 
 def test_the_divergence_warning_points_at_the_callers_line_and_callbacks_let_go_of_the_fit():

@@ -37,7 +37,7 @@ __all__ = ["ONE_PROCESS", "DataParallel", "OneProcess", "RankFailedError", "Shar
            "data_parallel"]
 
 #: the engines whose trainers take a shard and a gradient hook that may write the gradients in place
-ENGINES = ("portable", "buffered")
+ENGINES = ("portable", "buffered", "fused")
 
 
 class RankFailedError(RuntimeError):
@@ -86,9 +86,10 @@ def data_parallel(comm: Any, net: Any) -> DataParallel | OneProcess:
     if comm is None:
         return ONE_PROCESS
     if is_jax_namespace(net.xp) or net.engine.name not in ENGINES:
-        raise NotImplementedError(f"fit(comm=...) trains on the portable and buffered engines (NumPy, CuPy, "
-                                  f"torch, array-API libraries); this network runs the {net.engine.name!r} "
-                                  f"engine on {net.backend.name}, which has no data-parallel step yet")
+        raise NotImplementedError(f"fit(comm=...) trains on the portable, buffered and fused engines (NumPy, "
+                                  f"CuPy, torch, array-API libraries); this network runs the "
+                                  f"{net.engine.name!r} engine on {net.backend.name}, which has no "
+                                  "data-parallel step yet")
     loss = net.loss_fn
     if LOSSES.get(loss.name) is not loss and "m" not in inspect.signature(loss.value_and_delta).parameters:
         raise TypeError(f"fit(comm=...) needs loss {loss.name!r}'s value_and_delta(z, a, y, xp, m) to take "

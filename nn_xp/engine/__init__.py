@@ -9,10 +9,13 @@ allreduce of the gradients goes). The loop drives a Trainer through
 
 - ``"portable"``: the model's own ``evaluate`` / ``value_and_gradient``, any array-API library.
 - ``"buffered"``: the same arithmetic into reused buffers, parameters in one flat buffer (NumPy, CuPy).
+- ``"fused"``: the model's step in the library's fused operations, plain gradient descent inside
+  back-propagation (torch; see :mod:`.fused`).
 - ``"compiled"``: epochs as compiled JAX programs, several per call (JAX only; see :mod:`.compiled`).
 - ``"cuda_graph"``: the buffered engine's full-batch SGD epoch captured once as a CUDA graph and replayed
   (CuPy only; opt-in; see :mod:`.graphs`).
-- ``"auto"`` (default): compiled on JAX, buffered where the library takes ``out=``, else portable.
+- ``"auto"`` (default): compiled on JAX, buffered where the library takes ``out=``, fused where it fuses
+  products (torch), else portable.
 """
 from __future__ import annotations
 
@@ -23,17 +26,18 @@ from array_api_compat import is_cupy_namespace, is_jax_namespace
 from .. import _kernels as K
 from .buffered import BufferedEngine, BufferedTrainer, InferenceBuffers, Workspace
 from .compiled import CompiledEngine, CompiledTrainer, ImmutableParameters
+from .fused import FusedEngine, FusedTrainer
 from .graphs import CudaGraphEngine, CudaGraphTrainer, CupyCapture
 from .portable import INFERENCE_CHUNK_ELEMENTS, GradientHook, PortableEngine, Trainer, chunk_rows
 from .storage import FlatParameters, Parameters, Snapshot
 
 __all__ = ["ENGINES", "INFERENCE_CHUNK_ELEMENTS", "BufferedEngine", "BufferedTrainer", "CompiledEngine",
            "CompiledTrainer", "CudaGraphEngine", "CudaGraphTrainer", "CupyCapture", "FlatParameters",
-           "GradientHook", "ImmutableParameters", "InferenceBuffers", "Parameters", "PortableEngine",
-           "Snapshot", "Trainer", "Workspace", "chunk_rows", "select_engine"]
+           "FusedEngine", "FusedTrainer", "GradientHook", "ImmutableParameters", "InferenceBuffers",
+           "Parameters", "PortableEngine", "Snapshot", "Trainer", "Workspace", "chunk_rows", "select_engine"]
 
 #: names accepted by ``Network(engine=...)``
-ENGINES = ("auto", "portable", "buffered", "compiled", "cuda_graph")
+ENGINES = ("auto", "portable", "buffered", "fused", "compiled", "cuda_graph")
 
 
 def select_engine(backend: Any, dtype: Any, name: str | None = None) -> PortableEngine:
@@ -52,6 +56,12 @@ def select_engine(backend: Any, dtype: Any, name: str | None = None) -> Portable
                          "backend; use backend='jax', or engine='auto' or 'portable'")
     if name == "compiled" or (name == "auto" and jax):
         return CompiledEngine(backend, dtype)
+    fused = K.fuses_products(backend.xp)
+    if name == "fused" and not fused:
+        raise ValueError(f"engine='fused' runs the step in torch's own fused calls, and the network is on "
+                         f"the {backend.name} backend; use backend='torch', or engine='auto'")
+    if name == "fused" or (name == "auto" and fused):
+        return FusedEngine(backend, dtype)
     buffered = K.supports_out(backend.xp)
     if name == "buffered" and not buffered:
         raise ValueError(f"engine='buffered' writes into out= buffers, which the {backend.name} backend "
