@@ -177,9 +177,17 @@ class _UndoPoints:
 
     def __init__(self, net: Any, opt: Optimizer, with_rng: bool) -> None:
         self.net, self.opt, self.with_rng = net, opt, with_rng
-        # [epoch, weights, optimizer state, rng state]
-        self.points: list[list[Any]] = [[None] * 4, [None] * 4]
+        # [epoch, weights, optimizer state, rng state]; the last fit's device buffers, where the engine kept them
+        self.points: list[list[Any]] = [[None, *kept, None] for kept in net.engine.undo_buffers]
+        self.points += [[None] * 4 for _ in range(2 - len(self.points))]
         self.newest = 1
+
+    def keep(self) -> None:
+        """Hand the points' device buffers to the engine for the next fit (arrays that take writes only:
+        an immutable library's points are the parameters themselves, and keeping them would only hold
+        memory). Nothing of this fit's epochs is kept: a point's epoch is the next fit's to set."""
+        kept = [(p[1], p[2]) for p in self.points if p[1] is not None and p[1].writeable]
+        self.net.engine.undo_buffers = kept if len(kept) == 2 else []
 
     def save(self, epoch: int) -> None:
         self.newest = i = 1 - self.newest
@@ -258,6 +266,7 @@ class Run:
             finally:
                 self.progress.close()
                 self._measured = None
+                self.undo.keep()
         if failure is not None:
             self._diverged(*failure)
         elif self.checkpoint is not None and self.saved_at != self.done:

@@ -68,6 +68,7 @@ class BufferedEngine(PortableEngine):
                                scoring)
 
     def release(self) -> None:
+        super().release()
         self._workspace = self._grads = self._ones = self._inference = self._small_plan = None
 
     def fit_memory(self, layers: Sequence[Any], batch_rows: int) -> dict[str, int]:

@@ -40,6 +40,9 @@ class PortableEngine:
 
     def __init__(self, backend: Any, dtype: Any) -> None:
         self.backend, self.dtype = backend, dtype
+        #: the loop's two undo points of the last fit, ``(weights, optimizer state)`` snapshots whose device
+        #: buffers the next fit writes into instead of allocating its own (see ``nn_xp.training``)
+        self.undo_buffers: list[tuple[Any, Any]] = []
 
     def lay_out(self, weights: Sequence[Any], layers: Sequence[Any]) -> Parameters:
         """The parameters ``[W0, b0, ...]`` on the device from checked host arrays (always copies: training
@@ -63,7 +66,8 @@ class PortableEngine:
         return Trainer(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook, shard, scoring)
 
     def release(self) -> None:
-        """Free buffers kept between fits (none here)."""
+        """Free buffers kept between fits (here the loop's undo points)."""
+        self.undo_buffers = []
 
     def fit_memory(self, layers: Sequence[Any], batch_rows: int) -> dict[str, int]:
         """Bytes of what one step of ``fit`` on ``batch_rows`` rows allocates, besides the data:
