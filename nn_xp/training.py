@@ -177,7 +177,7 @@ class _UndoPoints:
 
     def __init__(self, net: Any, opt: Optimizer, with_rng: bool) -> None:
         self.net, self.opt, self.with_rng = net, opt, with_rng
-        # [epoch, weights, optimizer state, rng state]; the last fit's device buffers, where the engine kept them
+        # [epoch, weights, optimizer state, rng state]; the last fit's buffers, where the engine kept them
         self.points: list[list[Any]] = [[None, *kept, None] for kept in net.engine.undo_buffers]
         self.points += [[None] * 4 for _ in range(2 - len(self.points))]
         self.newest = 1

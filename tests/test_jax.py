@@ -365,3 +365,25 @@ def test_a_snapshot_from_another_backend_restores_onto_the_jax_device():
     net.restore(host.snapshot())
     assert all(type(p) is type(net.parameters[0]) and p.device == net.device for p in net.parameters)
     _assert_weights(net, host, rtol=0)
+
+
+def test_a_large_networks_calls_run_enough_epochs_to_share_out_their_fixed_cost():
+    """XLA's CPU runtime touches a call's temporary buffers afresh: on 784-1024-1024-10 with 8192 rows that is
+    an eighth of an epoch per call, so one epoch per call was 1.12 x a hand-written two-epoch scan. Calls are
+    as long as the fixed cost's share asks (two epochs there), no longer than the cautious cap."""
+    def chunk(sizes, m, steps=1, rows=None, itemsize=4):
+        layers = nn_xp.Network(sizes, backend="numpy").layers
+        return compiled_module.epochs_per_call(layers, m, steps, rows or m, itemsize)
+
+    assert chunk([784, 1024, 1024, 10], 8192) == 2
+    assert chunk([64, 256, 256, 10], 4096) == 16  # the fixed cost asks more than the quarter second's 8
+    assert chunk([1, 20, 1], 100) == compiled_module.MAX_CHUNK
+    huge = chunk([4096, 8192, 8192, 10], 65536)  # a cautious estimate of 40 s an epoch: one per call
+    assert huge == 1
+    for sizes, m in (([64, 64, 64, 10], 4096), ([784, 1024, 1024, 10], 8192), ([3, 5, 2], 10)):
+        n = chunk(sizes, m)
+        assert n & (n - 1) == 0  # a power of two: one program serves every call of a fit
+        layers = nn_xp.Network(sizes, backend="numpy").layers
+        slow = compiled_module.STEP_SECONDS + 6.0 * m * sum(a.n_in * a.n_out for a in layers) \
+            * compiled_module.FLOP_SECONDS
+        assert n == 1 or n * slow <= compiled_module.MAX_CALL_SECONDS  # Ctrl-C's wait stays bounded

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -48,10 +49,21 @@ __all__ = ["CompiledEngine", "CompiledTrainer", "ImmutableParameters", "bound"]
 
 #: the most epochs one call runs (``CompiledTrainer.chunk``)
 MAX_CHUNK = 16384
-#: about how long one call should last (by the estimate below): how long Ctrl-C may wait
+#: about how long one call should last at least (by the cautious estimate below), so that the host's work per
+#: call is small beside it
 CALL_SECONDS = 0.25
+#: the longest a call may last by that estimate: how long Ctrl-C may wait
+MAX_CALL_SECONDS = 2.0
 #: a guess on the slow side of what one epoch costs: per step, and per floating-point operation
 STEP_SECONDS, FLOP_SECONDS = 5e-6, 1e-11
+#: a guess on the fast side of the same (this 2-core CPU's float32 products), for a call's fixed cost's share
+FAST_FLOP_SECONDS = 2.5e-12
+#: a call's fixed cost per byte of the values it works through: XLA's CPU runtime allocates a call's temporary
+#: buffers afresh, and touching new memory costs about 0.5 microseconds per 4 KiB page (measured: 57,500
+#: page faults, 30 ms, in each call on 784-1024-1024-10 with 8192 rows, an eighth of its epoch)
+TOUCH_SECONDS_PER_BYTE = 1.25e-10
+#: the most of a call that its fixed cost may take (by the fast estimate of the epochs)
+FIXED_SHARE = 0.05
 #: the most compiled programs kept, the least recently used dropped first
 MAX_PROGRAMS = 32
 
@@ -145,7 +157,8 @@ class CompiledTrainer(Trainer):
                          scoring=scoring)
         self.engine = engine
         self.steps = 1 if self.full_batch else -(-self.m // batch_size)  # batches per epoch
-        self.chunk = epochs_per_call(net.layers, self.m, self.steps)
+        self.chunk = epochs_per_call(net.layers, self.m, self.steps, self.batch_rows,
+                                     self.xp.finfo(net.dtype).bits // 8)
         self.step = _Step(net, optimizer, gradient_hook, self.m, None if self.full_batch else batch_size,
                           self.steps, self.classification, len(self.keys), self.draws_from_rng, scoring,
                           dropout=any(net.dropout))
@@ -264,12 +277,22 @@ def hyperparameters(optimizer: Any) -> tuple:
     return (type(optimizer), settings)
 
 
-def epochs_per_call(layers: Sequence[Any], m: int, steps: int) -> int:
-    """The epochs one call runs: a power of two, about :data:`CALL_SECONDS` of them by a cautious estimate,
-    at most :data:`MAX_CHUNK`."""
+def epochs_per_call(layers: Sequence[Any], m: int, steps: int, rows: int | None = None,
+                    itemsize: int = 4) -> int:
+    """The epochs one call runs, a power of two: about :data:`CALL_SECONDS` of them by a cautious estimate,
+    or more where the call's fixed cost (its temporary buffers touched afresh, :data:`TOUCH_SECONDS_PER_BYTE`:
+    about three values per unit of each layer for a step's ``rows``) would be more than :data:`FIXED_SHARE` of
+    it by a fast estimate; never more than :data:`MAX_CALL_SECONDS` by the cautious one, nor
+    :data:`MAX_CHUNK`."""
     weights = sum(layer.n_in * layer.n_out for layer in layers)
-    seconds = steps * STEP_SECONDS + 6.0 * m * weights * FLOP_SECONDS  # forward 2, backward 4 per weight
-    n = int(min(MAX_CHUNK, max(1.0, CALL_SECONDS / seconds)))
+    flops = 6.0 * m * weights  # forward 2, backward 4 per weight
+    slow = steps * STEP_SECONDS + flops * FLOP_SECONDS
+    fast = steps * STEP_SECONDS + flops * FAST_FLOP_SECONDS
+    fixed = 3.0 * (m if rows is None else rows) * sum(layer.n_out for layer in layers) * itemsize \
+        * TOUCH_SECONDS_PER_BYTE
+    wanted = max(CALL_SECONDS / slow, fixed / (FIXED_SHARE * fast))
+    up = 1 << max(0, math.ceil(math.log2(wanted)))  # the power of two at or above what is wanted
+    n = int(max(1.0, min(up, MAX_CALL_SECONDS / slow, MAX_CHUNK)))
     return 1 << (n.bit_length() - 1)
 
 
