@@ -317,3 +317,27 @@ def test_a_fit_reuses_the_last_fits_undo_buffers_and_still_rolls_back(backend):
         np.testing.assert_array_equal(b, bt)
     net.release_buffers()
     assert net.engine.undo_buffers == []
+
+
+def test_set_weights_keeps_the_buffers_fit_reuses(backend):
+    """New weights of the network's own shapes leave fit's kept buffers (per-layer values, gradients, undo
+    points) in place: a reset between fits (a search, a benchmark) allocates nothing anew."""
+    net = make_net(backend, [1, 16, 1], seed=1)
+    if net.engine.name == "buffered":
+        net.engine.workspace_min_elements = 0
+    net.fit(SINE_X, SINE_Y, epochs=2, learning_rate=0.1)
+    undo, rows = net.engine.undo_buffers, getattr(net.engine, "workspace_rows", None)
+    net.set_weights(net.get_weights())
+    assert net.engine.undo_buffers is undo
+    assert getattr(net.engine, "workspace_rows", None) == rows
+    if net.engine.name == "buffered":
+        assert rows == len(SINE_X)
+    twin = make_net(backend, [1, 16, 1], seed=1)  # and training from them is training from fresh buffers
+    if net.engine.name == "buffered":
+        twin.engine.workspace_min_elements = 0  # the same path: per-layer buffers from the first fit on
+    twin.set_weights(net.get_weights())
+    for n in (net, twin):
+        n.fit(SINE_X, SINE_Y, epochs=3, learning_rate=0.1)
+    for (W, b), (Wt, bt) in zip(net.get_weights(), twin.get_weights()):
+        np.testing.assert_array_equal(W, Wt)
+        np.testing.assert_array_equal(b, bt)

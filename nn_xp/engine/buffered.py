@@ -53,8 +53,8 @@ class BufferedEngine(PortableEngine):
         self._small_plan: tuple | None = None
 
     def lay_out(self, weights: Sequence[Any], layers: Sequence[Any]) -> FlatParameters:
-        """One flat device buffer, the parameters views of it (a new buffer: never the caller's arrays)."""
-        self.release()  # the buffers follow the parameters' device, dtype and layout
+        """One flat device buffer, the parameters views of it (a new buffer: never the caller's arrays); the
+        buffers kept between fits stay, as the portable engine's."""
         block = layers[0].n_in <= AUGMENT_MAX_INPUTS
         flat = self.backend.xp.asarray(concatenate_flat(list(weights), bias_column=block), dtype=self.dtype,
                                        device=self.backend.device)

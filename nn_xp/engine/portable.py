@@ -47,9 +47,12 @@ class PortableEngine:
     def lay_out(self, weights: Sequence[Any], layers: Sequence[Any]) -> Parameters:
         """The parameters ``[W0, b0, ...]`` on the device from checked host arrays (always copies: training
         updates in place and must never write into the caller's arrays). Where the library's reshaped
-        slices are views (torch), they are views of one flat buffer: an undo point is then one copy."""
+        slices are views (torch), they are views of one flat buffer: an undo point is then one copy.
+
+        The buffers kept between fits stay: an engine serves one network (its layers, dtype and device
+        fixed), so new weights have the layout they were made for (``set_weights`` between fits, as a
+        search or a benchmark resets a network, then allocates nothing anew)."""
         xp, device = self.backend.xp, self.backend.device
-        self.release()
         if K.flat_portable_parameters(xp):
             flat = xp.asarray(concatenate_flat(list(weights)), dtype=self.dtype, device=device)
             return FlatParameters(flat, [(layer.n_out, layer.n_in) for layer in layers], False, xp)
