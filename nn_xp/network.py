@@ -85,10 +85,11 @@ class Network:
         backend's own dtype object.
     seed : int or numpy.random.Generator, optional
         Seeds the host generator that draws the initial weights and the shuffles.
-    engine : {"auto", "portable", "buffered"}, optional
+    engine : {"auto", "portable", "buffered", "fused", "compiled", "cuda_graph"}, optional
         How ``fit`` runs a step (see :mod:`nn_xp.engine`): ``"auto"`` writes into
-        reused buffers where the library can (NumPy, CuPy), else runs the
-        portable math. Both give the same numbers.
+        reused buffers where the library can (NumPy, CuPy), runs torch's own fused
+        calls on torch, compiles whole epochs on JAX, else runs the portable math.
+        They give the same numbers (the fused engine the portable one's, bit for bit).
     l1, l2 : float
         Penalties on the weights, never the biases, with scikit-learn's ``alpha``
         semantics: each batch's loss gains ``(l1 * sum|W| + 0.5 * l2 * sum W**2) / m``
