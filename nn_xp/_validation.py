@@ -118,6 +118,13 @@ def check_same_samples(x: Array, y: Array, xname: str = "X", yname: str = "Y") -
                          f"{x.shape[0]} and {y.shape[0]}")
 
 
+def check_fraction(value: Any, name: str) -> None:
+    """A number in [0, 1) (a momentum, a decay rate), else ValueError/TypeError naming it."""
+    check_positive(value, name, allow_zero=True)
+    if value >= 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+
+
 def check_positive(value: Any, name: str, *, integer: bool = False, allow_zero: bool = False) -> None:
     """A positive (or non-negative) finite number, or integer, else ValueError/TypeError naming it."""
     kind = "integer" if integer else "number"

@@ -25,7 +25,7 @@ from array_api_compat import device as array_device
 
 from . import _kernels as K
 from ._typing import Array
-from ._validation import check_positive, short
+from ._validation import check_fraction, check_positive, short
 from .backends import device_context, to_numpy
 from .schedules import CosineDecay, ExponentialDecay, Schedule, StepDecay, Warmup
 
@@ -433,10 +433,8 @@ class SGD(Optimizer):
     def __init__(self, learning_rate: float | Schedule = 0.1, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, *, clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, clip_norm)
-        check_positive(momentum, "momentum", allow_zero=True)
+        check_fraction(momentum, "momentum")
         check_positive(weight_decay, "weight_decay", allow_zero=True)
-        if momentum >= 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if nesterov and momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
@@ -481,10 +479,8 @@ class Adam(Optimizer):
     def __init__(self, learning_rate: float | Schedule = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-8, weight_decay: float = 0.0, *, clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, clip_norm)
-        for name, value in (("beta_1", beta_1), ("beta_2", beta_2)):
-            check_positive(value, name, allow_zero=True)
-            if value >= 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        check_fraction(beta_1, "beta_1")
+        check_fraction(beta_2, "beta_2")
         check_positive(epsilon, "epsilon")
         check_positive(weight_decay, "weight_decay", allow_zero=True)
         self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
@@ -554,10 +550,8 @@ class RMSprop(Optimizer):
                  epsilon: float = 1e-7, centered: bool = False, weight_decay: float = 0.0, *,
                  clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, clip_norm)
-        for name, value in (("rho", rho), ("momentum", momentum)):
-            check_positive(value, name, allow_zero=True)
-            if value >= 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        check_fraction(rho, "rho")
+        check_fraction(momentum, "momentum")
         check_positive(epsilon, "epsilon")
         check_positive(weight_decay, "weight_decay", allow_zero=True)
         if not isinstance(centered, bool):
