@@ -50,8 +50,9 @@ def flat_portable_parameters(xp: Namespace) -> bool:
 
 
 def fuses_products(xp: Namespace) -> bool:
-    """Whether the library fuses a product with what surrounds it in one call (torch's ``addmm``, ``addmm_``,
-    ``addmv_``): the fused engine's step then needs fewer calls, which on a tiny network is what it costs."""
+    """Whether the library fuses a product with what surrounds it in one call (torch's ``addmm``) and has
+    one-pass backward kernels: the fused engine's step then needs fewer calls, which on a tiny network is what
+    it costs."""
     return is_torch_namespace(xp)
 
 

@@ -75,6 +75,16 @@ class Loss:
     def classification(self) -> bool:
         return self.correct is not None
 
+    def value_and_delta_of(self, z: Array, a: Array, y: Array, xp: Namespace, m: int | None = None,
+                           w: Array | None = None) -> tuple[Array, Array]:
+        """:attr:`value_and_delta` given only the arguments in use (``m`` a shard's denominator, ``w`` sample
+        weights): a user's loss written as ``(z, a, y, xp)`` trains wherever it needs neither."""
+        if w is not None:
+            return self.value_and_delta(z, a, y, xp, m, w)
+        if m is None:
+            return self.value_and_delta(z, a, y, xp)
+        return self.value_and_delta(z, a, y, xp, m)
+
     def __reduce__(self) -> tuple:
         # a built-in loss pickles (and deep-copies) as its name and config: the same object comes back
         if is_builtin(self):

@@ -462,10 +462,7 @@ class Network:
                   w: Array | None = None,
                   masks: Sequence[Array | None] | None = None) -> tuple[Array, list[Array]]:
         xp, layers, fused = self.xp, self.layers, self.loss_fn.fused_with is not None
-        args = (*values[-1], Y, xp) if m is None else (*values[-1], Y, xp, m)
-        if w is not None:  # sample weights: each row's loss and delta times its weight
-            args = (*values[-1], Y, xp, m, w)
-        loss, dA = self.loss_fn.value_and_delta(*args)  # dA = (A_L - Y) / m; fused: dZ itself
+        loss, dA = self.loss_fn.value_and_delta_of(*values[-1], Y, xp, m, w)  # dA = (A_L - Y) / m; fused: dZ
         grads: list[Array] = [None] * (2 * len(layers))
         for i in range(len(layers) - 1, -1, -1):
             Z, A = values[i + 1]

@@ -306,12 +306,7 @@ class BufferedTrainer(Trainer):
         :meth:`Trainer.batch`: a hidden layer's ``dA`` is masked in place before its ``dZ``, and each ``dW``
         comes from what its layer saw (``A * mask`` again, a new array)."""
         xp, matmul, layers, grads = self.xp, self.matmul, self.layers, self.grads
-        if w is not None:  # sample weights: each row's loss and delta times its weight
-            loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp, m, w)
-        elif m is None:
-            loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp)  # dA = (A_L - Y) / m; fused: dZ
-        else:  # a shard of a batch of m rows
-            loss, dA = self.loss_fn.value_and_delta(*values[-1], Y, xp, m)
+        loss, dA = self.loss_fn.value_and_delta_of(*values[-1], Y, xp, m, w)  # dA = (A_L - Y) / m; fused: dZ
         ones = self.engine.ones(Y.shape[0])
         last = len(layers) - 1
         for i in range(last, -1, -1):

@@ -91,12 +91,7 @@ class FusedTrainer(Trainer):
         else:
             correct = self.loss_fn.correct(A, Y, xp) if self.classification else None
         rows = (None if m == Y.shape[0] else m) if total is None else total
-        if w is not None:  # sample weights: each row's loss and delta times its weight
-            loss, dA = self.loss_fn.value_and_delta(Z, A, Y, xp, rows, w)
-        elif rows is None:
-            loss, dA = self.loss_fn.value_and_delta(Z, A, Y, xp)  # dA = (A_L - Y) / m; fused: dZ itself
-        else:
-            loss, dA = self.loss_fn.value_and_delta(Z, A, Y, xp, rows)
+        loss, dA = self.loss_fn.value_and_delta_of(Z, A, Y, xp, rows, w)  # dA = (A_L - Y) / m; fused: dZ
         if self.descend:
             self.backward_descending(plan, values, dA, self.optimizer.count_step())
         else:
