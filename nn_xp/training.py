@@ -285,7 +285,7 @@ class Run:
                 self.undo.save(epoch)
                 dirty = True
                 rows = self._read(self.trainer.run(count))  # the one host read of the call
-                if not math.isfinite(sum(rows[0]) if len(rows) == 1 else sum(chain.from_iterable(rows))):
+                if not math.isfinite(sum(chain.from_iterable(rows))):  # one pass at C speed, then row by row
                     for j, values in enumerate(rows):
                         if not all(map(math.isfinite, values)):
                             to = self.undo.before(epoch) if j == 0 else epoch
@@ -339,14 +339,9 @@ class Run:
 
     def _record(self, first: int, rows: list[list[float]]) -> None:
         """The epochs from ``first`` into the history."""
-        if len(rows) == 1:  # an eager engine's every epoch: no transposing, no range
-            for column, value in zip(self.columns, rows[0]):
-                column.append(value)
-            self.history.epoch.append(first)
-        else:
-            for column, values in zip(self.columns, zip(*rows)):
-                column.extend(values)
-            self.history.epoch.extend(range(first, first + len(rows)))
+        for column, values in zip(self.columns, zip(*rows)):
+            column.extend(values)
+        self.history.epoch.extend(range(first, first + len(rows)))
         self.done = first + len(rows)
 
     def _notify(self, first: int, rows: list[list[float]]) -> bool:
