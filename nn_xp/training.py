@@ -186,8 +186,8 @@ class _UndoPoints:
         """Hand the points' device buffers to the engine for the next fit (arrays that take writes only:
         an immutable library's points are the parameters themselves, and keeping them would only hold
         memory). Nothing of this fit's epochs is kept: a point's epoch is the next fit's to set."""
-        kept = [(p[1], p[2]) for p in self.points if p[1] is not None and p[1].writeable]
-        self.net.engine.undo_buffers = kept if len(kept) == 2 else []
+        points = self.points
+        self.net.engine.undo_buffers = [(p[1], p[2]) for p in points if p[1] is not None and p[1].writeable]
 
     def save(self, epoch: int) -> None:
         self.newest = i = 1 - self.newest
@@ -204,9 +204,10 @@ class _UndoPoints:
                 return point
         return None
 
-    def before(self, epoch: int) -> int:
-        """The latest undo point before ``epoch`` (``epoch`` itself when it is the first)."""
-        return max((p[0] for p in self.points if p[0] is not None and p[0] < epoch), default=epoch)
+    def at_or_before(self, epoch: int) -> int:
+        """The latest undo point at or before ``epoch`` (the earliest kept, when both are after it)."""
+        kept = [p[0] for p in self.points if p[0] is not None]
+        return max((e for e in kept if e <= epoch), default=min(kept))
 
     def weights(self, epoch: int) -> Snapshot | None:
         point = self._point(epoch)
@@ -223,9 +224,12 @@ class _UndoPoints:
 class Run:
     """One ``fit`` in progress: the epoch loop, and what a callback may ask of it (``callback.run``).
 
-    The trainer runs ``trainer.chunk`` epochs per call (1 for an eager engine);
-    an undo point is taken at the start of each call, and the metrics of the
-    call are read back to the host at once.
+    The trainer runs ``trainer.chunk`` epochs per call (one, unless epochs are
+    short beside the loop's own cost per call, or the engine is compiled); an
+    undo point is taken at the start of each call, and the metrics of the call
+    are read back to the host at once. A roll-back to an epoch inside a call
+    returns to the call's start and runs the epochs from there again: they
+    repeat bit for bit (the same weights, optimizer state, shuffles, dropout draws).
     """
 
     def __init__(self, net: Any, trainer: Trainer, history: History, start: int, epochs: int,
@@ -263,6 +267,8 @@ class Run:
             warnings.filterwarnings("ignore", message=".*encountered in", category=RuntimeWarning)
             try:
                 failure = self._loop()
+                if failure is not None:
+                    self._roll_back(failure[0])
             finally:
                 self.progress.close()
                 self._measured = None
@@ -288,8 +294,10 @@ class Run:
                 if not math.isfinite(sum(chain.from_iterable(rows))):  # one pass at C speed, then row by row
                     for j, values in enumerate(rows):
                         if not all(map(math.isfinite, values)):
-                            to = self.undo.before(epoch) if j == 0 else epoch
-                            return to, dict(zip(self.trainer.keys, values)), f"in epoch {epoch + j}"
+                            self._record(epoch, rows[:j])
+                            # back to the start of the epoch before, the last whose loss was finite
+                            return max(epoch + j - 1, self.start), dict(zip(self.trainer.keys, values)), \
+                                f"in epoch {epoch + j}"
                 self._record(epoch, rows)
                 dirty = False
                 every = self.checkpoint_every
@@ -302,12 +310,10 @@ class Run:
                     break
         except BaseException:  # Ctrl-C, or an error inside an epoch (a schedule's, a callback's, ...)
             if dirty:  # leave the network and its history at the last completed epoch, never half-updated
-                self.undo.restore(epoch)
-                self.history.truncate(epoch)
+                self._keep_completed(epoch, count)
             elif self.done > self.start and not bool(self.net.parameters.all_finite()):
-                back = self.undo.before(self.done)  # a callback stopped us after an update that overflowed
-                self.undo.restore(back)
-                self.history.truncate(back)
+                # a callback stopped us after an update that overflowed (one epoch a call: at its start)
+                self._roll_back(self.done - 1, replay=False)
             raise
         if self.done > self.start and not bool(self.net.parameters.all_finite()):
             return self._overflowed()
@@ -316,7 +322,7 @@ class Run:
     def _overflowed(self) -> tuple[int, dict, str]:
         """The last update overflowed: its loss was never measured, its call's start had a finite one."""
         last = self.done - 1
-        return self.undo.before(self.done), {"loss": math.nan}, f"in the last update (epoch {last})"
+        return max(last, self.start), {"loss": math.nan}, f"in the last update (epoch {last})"
 
     def _count(self, epoch: int) -> int:
         """How many epochs the next call runs: the trainer's chunk, one where callbacks or progress read the
@@ -363,10 +369,40 @@ class Run:
             save_checkpoint(self.net, self.checkpoint, self.optimizer, epoch, self.history)
         self.saved_at = epoch
 
+    def _keep_completed(self, epoch: int, count: int) -> None:
+        """After an error or Ctrl-C in the call of ``count`` epochs from ``epoch``: the network and the
+        history at the end of the call's epochs that completed with finite losses (``trainer.completed``;
+        none where the trainer keeps no such rows, a compiled call), never part-way through one."""
+        self.history.truncate(epoch)  # the call's rows, where the error came after they were recorded
+        try:
+            rows = self._read(self.trainer.completed) if self.trainer.completed else []
+        except BaseException:  # reading them back failed too: the call's start
+            rows = []
+        finite = next((j for j, values in enumerate(rows) if not all(map(math.isfinite, values))), len(rows))
+        self._record(epoch, rows[:finite])
+        if finite < count:  # stopped inside the call (or its last rows diverged): back, then forward again
+            self._roll_back(epoch + finite if finite == len(rows) else max(epoch + finite - 1, self.start))
+
+    def _roll_back(self, epoch: int, replay: bool = True) -> int:
+        """The network at the start of ``epoch``, the history before it: the latest undo point at or before
+        ``epoch``, then (``replay``) the epochs from there to ``epoch`` run again, which repeat bit for bit.
+        Returns the epoch it is at (the undo point's, without ``replay``)."""
+        point = self.undo.at_or_before(epoch)
+        self.undo.restore(point)
+        if replay and point < epoch:
+            try:
+                self.trainer.run(epoch - point)
+            except BaseException:  # Ctrl-C during the replay: at the undo point, never half-way
+                self.undo.restore(point)
+                self.history.truncate(point)
+                raise
+            point = epoch
+        self.history.truncate(point)  # the history, too, stops where the weights do
+        return point
+
     def _diverged(self, epoch: int, logs: dict, where: str) -> None:
-        """Roll back to the start of ``epoch`` (its loss was finite), mend the checkpoint, raise or warn."""
-        self.undo.restore(epoch)
-        self.history.truncate(epoch)  # the history, too, stops where the weights do
+        """After the roll-back to the start of ``epoch`` (its loss was finite): mend the checkpoint, raise or
+        warn."""
         if self.checkpoint is not None and self.saved_at > epoch:
             self._save_checkpoint(epoch)  # it holds weights whose loss was never finite: replace it
         to = ("the weights this fit started from" if epoch == self.start

@@ -104,7 +104,7 @@ def test_divergence_rolls_back_to_the_start_of_a_call_with_a_finite_loss():
     Y = Y * 1e6
     with pytest.raises(FloatingPointError, match="rolled back"):
         net.fit(X, Y, epochs=200, optimizer=nn_xp.SGD(5.0))
-    done = len(net.history)  # several epochs a call: back to the start of the diverging call
+    done = len(net.history)  # the last epoch with a finite loss: its call's start, then replays up to it
     assert 0 < done < 200 and all(np.isfinite(net.history.history["loss"]))
     ref.fit(X, Y, epochs=done, optimizer=nn_xp.SGD(5.0))  # those epochs on the buffered engine
     _same(ref, net)

@@ -115,14 +115,15 @@ def test_the_gradient_hook_sits_between_back_propagation_and_the_step(backend):
 
 
 # ------------------------------------------------------------------ epochs in chunks
-def _chunked(net, chunk: int, calls: list) -> None:
-    """Give ``net`` an engine whose trainers run ``chunk`` epochs per call, as a compiled engine would."""
+def _chunked(net, chunk: int | None, calls: list) -> None:
+    """Give ``net`` an engine whose trainers run ``chunk`` epochs per call (None: their own choice), and
+    record the epochs of each call in ``calls``."""
     base = type(net.engine)
 
     class Chunked(base):
         def trainer(self, *args, **kwargs):
             trainer = super().trainer(*args, **kwargs)
-            trainer.chunk = chunk
+            trainer.chunk = trainer.chunk if chunk is None else chunk
             run = trainer.run
 
             def counted(epochs):
@@ -154,16 +155,84 @@ def test_the_loop_runs_an_engine_that_trains_several_epochs_per_call(backend, ba
     assert calls[3:] == [1, 1] and epochs_seen == [0, 1]  # a callback reads the host after every epoch
 
 
-def test_a_divergence_inside_a_chunk_rolls_back_to_a_chunk_start():
-    net = nn_xp.Network([1, 16, 1], ["relu", "identity"], backend="numpy", dtype="float64", seed=1)
+def _same_training(net, reference) -> None:
+    assert net.history.epoch == reference.history.epoch
+    assert net.history.history == reference.history.history
+    for (W, b), (Wr, br) in zip(net.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(W, Wr)
+        np.testing.assert_array_equal(b, br)
+    assert net.optimizer.iterations == reference.optimizer.iterations
+
+
+def _every_epoch(epoch, logs) -> None:
+    """A callback: the loop then runs one epoch per call (it reads the host after each)."""
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_short_epochs_run_several_per_call_and_train_exactly_as_one_per_call(backend, batch_size):
+    """The blog's network's epochs are a few times the loop's own cost per call (the undo point, the read of
+    the metrics): an eager trainer runs several per call, with one read, and nothing else changes."""
+    net, reference = make_net(backend, [1, 8, 1], seed=4), make_net(backend, [1, 8, 1], seed=4)
     calls = []
-    _chunked(net, 3, calls)
-    with pytest.raises(FloatingPointError, match="non-finite"):
-        net.fit(SINE_X * 100, SINE_Y * 100, epochs=200, learning_rate=5.0)
-    assert len(calls) >= 2 and len(net.history) % 3 == 0  # whole chunks before the one that failed
-    assert net.history.epoch == list(range(len(net.history)))
-    assert all(np.all(np.isfinite(W)) and np.all(np.isfinite(b)) for W, b in net.get_weights())
-    assert math.isfinite(net.loss(SINE_X * 100, SINE_Y * 100))
+    _chunked(net, None, calls)
+    net.fit(SINE_X, SINE_Y, epochs=40, batch_size=batch_size, optimizer="adam", learning_rate=0.01)
+    assert len(calls) < 40 and sum(calls) == 40
+    reference.fit(SINE_X, SINE_Y, epochs=40, batch_size=batch_size, optimizer="adam", learning_rate=0.01,
+                  callbacks=_every_epoch)
+    _same_training(net, reference)
+    assert net.rng.random() == reference.rng.random()  # the same shuffles drawn
+
+
+def test_an_eager_call_runs_epochs_enough_to_share_out_the_loops_cost():
+    chunk = nn_xp.engine.eager_epochs_per_call
+    layers = nn_xp.Network([1, 20, 1]).layers
+    blog = chunk(layers, 100, 1, "float32", np)
+    assert 16 <= blog <= nn_xp.engine.portable.MAX_EAGER_CHUNK  # the sine example: tens a call
+    assert chunk(layers, 100, 32, "float32", np) < blog / 8  # 32 steps an epoch: each epoch 32 times as long
+    assert chunk(nn_xp.Network([64, 64, 64, 10]).layers, 4096, 1, "float32", np) <= 2  # ~1 ms epochs
+    assert chunk(nn_xp.Network([64, 256, 256, 10]).layers, 4096, 1, "float32", np) == 1
+    assert chunk(nn_xp.Network([784, 1024, 1024, 10]).layers, 8192, 1, "float64", np) == 1
+
+
+@pytest.mark.parametrize("chunk", [4, 5], ids=["first-of-a-call", "inside-a-call"])
+def test_a_divergence_inside_a_call_rolls_back_exactly_as_one_epoch_per_call(backend, chunk):
+    """Back to the start of the last epoch with a finite loss (epoch 3 here; epoch 4's is not): the latest
+    call's start at or before it, then the epochs from there run again (they repeat bit for bit)."""
+    nets = []
+    for per_call in (chunk, 1):
+        net = make_net(backend, [1, 16, 1], ["relu", "identity"], seed=1)
+        _chunked(net, per_call, [])
+        with pytest.raises(FloatingPointError, match="rolled back to the start of epoch"):
+            net.fit(SINE_X * 100, SINE_Y * 100, epochs=200, learning_rate=5.0)
+        nets.append(net)
+    chunked, reference = nets
+    assert len(reference.history) % chunk != 0  # not a call's start: the replay is needed
+    _same_training(chunked, reference)
+    assert math.isfinite(chunked.loss(SINE_X * 100, SINE_Y * 100))
+
+
+@pytest.mark.parametrize("batch_size", [None, 25])
+def test_an_error_inside_a_call_keeps_the_epochs_it_completed(backend, batch_size):
+    """Ctrl-C (or any error) in epoch 7, inside the call of epochs 5 to 9: the network at the end of epoch 6,
+    never part-way through 7, and the history up to 6, as with one epoch per call."""
+    if backend.name == "jax":
+        pytest.skip("a compiled call is all or nothing (tests/test_jax.py: the last whole call)")
+    steps = 1 if batch_size is None else 4
+
+    def schedule(step):
+        if step == 7 * steps + steps // 2:  # in epoch 7 (half-way through its batches)
+            raise KeyboardInterrupt
+        return 0.05
+
+    net, reference = make_net(backend, [1, 8, 1], seed=2), make_net(backend, [1, 8, 1], seed=2)
+    calls = []
+    _chunked(net, 5, calls)
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(SINE_X, SINE_Y, epochs=20, batch_size=batch_size, optimizer=nn_xp.SGD(schedule, momentum=0.5))
+    assert calls[:2] == [5, 5]
+    reference.fit(SINE_X, SINE_Y, epochs=7, batch_size=batch_size, optimizer=nn_xp.SGD(0.05, momentum=0.5))
+    _same_training(net, reference)
+    assert net.rng.random() == reference.rng.random()
 
 
 def test_a_checkpoint_is_written_when_a_chunk_crosses_its_epoch(tmp_path):
@@ -296,7 +365,7 @@ def test_a_fit_reuses_the_last_fits_undo_buffers_and_still_rolls_back(backend):
     """The loop's two undo points are kept with the engine's buffers: the next fit writes into them instead of
     allocating (a 784-1024-1024-10 network's are 15 MB), and a divergence there still rolls back exactly."""
     net = make_net(backend, [1, 16, 1], ["relu", "identity"], seed=1)
-    net.fit(SINE_X, SINE_Y, epochs=3, learning_rate=0.1)
+    net.fit(SINE_X, SINE_Y, epochs=3, learning_rate=0.1, callbacks=lambda epoch, logs: None)  # 3 calls
     first = [w for w, _ in net.engine.undo_buffers]
     if backend.name == "jax":  # immutable: the points are the parameters themselves, nothing worth keeping
         assert first == []

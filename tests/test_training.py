@@ -194,8 +194,10 @@ def test_minibatch_epoch_loss_is_the_mean_of_batch_losses():
     assert history["loss"][0] == pytest.approx(sum(losses) / 100, rel=1e-12)
 
 
-def test_training_reads_the_device_once_per_epoch(monkeypatch):
-    """No per-batch host synchronisation: count conversions of device arrays to Python scalars."""
+def test_training_reads_the_device_once_per_call_of_the_loop(monkeypatch):
+    """No per-batch host synchronisation: count conversions of device arrays to host values. The loop reads
+    a call's metrics once: every epoch where a callback reads them, once per few epochs where they are short
+    and nothing does."""
     strict = pytest.importorskip("array_api_strict")
     net = nn_xp.Network([1, 8, 1], backend="array_api_strict", device="device1", dtype="float64")
     X = strict.asarray(SINE_X, device=net.device)
@@ -210,10 +212,16 @@ def test_training_reads_the_device_once_per_epoch(monkeypatch):
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(array_type, name, counted)
-    net.fit(X, Y, epochs=4, batch_size=5)  # 20 batches per epoch
+    net.fit(X, Y, epochs=4, batch_size=5, callbacks=lambda epoch, logs: None)  # 20 batches per epoch
     # two entry checks (finiteness of X and Y) + one read per epoch + the final finiteness check
     assert calls.count("__bool__") == 3 and calls.count("__float__") == 4, calls
     assert len(calls) == 7, calls
+    del calls[:]
+    chunk = nn_xp.engine.eager_epochs_per_call(net.layers, 5, 20, net.dtype, net.xp)
+    assert 1 < chunk < 4
+    net.fit(X, Y, epochs=4, batch_size=5)  # calls of `chunk` epochs, then the rest: one read each
+    assert calls.count("__bool__") == 3 and calls.count("__float__") + calls.count("__dlpack__") == 2, calls
+    assert len(calls) == 5, calls
 
 
 # --------------------------------------------------------- validation, metrics

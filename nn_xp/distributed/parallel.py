@@ -191,6 +191,8 @@ class SharedTrainer:
         self.trainer, self.comm = trainer, comm
         self.keys, self.chunk, self.full_batch = trainer.keys, trainer.chunk, trainer.full_batch
         self.optimizer, self.draws_from_rng = trainer.optimizer, trainer.draws_from_rng
+        # a call stopped part-way by an error keeps none of its epochs: their metrics would need the ranks'
+        self.completed: list = []
 
     def run(self, epochs: int = 1) -> np.ndarray:
         """As the trainer's ``run``, summed over the ranks: an ``(epochs, keys)`` host array."""

@@ -28,13 +28,21 @@ from .buffered import BufferedEngine, BufferedTrainer, InferenceBuffers, Workspa
 from .compiled import CompiledEngine, CompiledTrainer, ImmutableParameters
 from .fused import FusedEngine, FusedTrainer
 from .graphs import CudaGraphEngine, CudaGraphTrainer, CupyCapture
-from .portable import INFERENCE_CHUNK_ELEMENTS, GradientHook, PortableEngine, Trainer, chunk_rows
+from .portable import (
+    INFERENCE_CHUNK_ELEMENTS,
+    GradientHook,
+    PortableEngine,
+    Trainer,
+    chunk_rows,
+    eager_epochs_per_call,
+)
 from .storage import FlatParameters, Parameters, Snapshot
 
 __all__ = ["ENGINES", "INFERENCE_CHUNK_ELEMENTS", "BufferedEngine", "BufferedTrainer", "CompiledEngine",
            "CompiledTrainer", "CudaGraphEngine", "CudaGraphTrainer", "CupyCapture", "FlatParameters",
            "FusedEngine", "FusedTrainer", "GradientHook", "ImmutableParameters", "InferenceBuffers",
-           "Parameters", "PortableEngine", "Snapshot", "Trainer", "Workspace", "chunk_rows", "select_engine"]
+           "Parameters", "PortableEngine", "Snapshot", "Trainer", "Workspace", "chunk_rows",
+           "eager_epochs_per_call", "select_engine"]
 
 #: names accepted by ``Network(engine=...)``
 ENGINES = ("auto", "portable", "buffered", "fused", "compiled", "cuda_graph")

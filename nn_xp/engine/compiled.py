@@ -156,7 +156,6 @@ class CompiledTrainer(Trainer):
         super().__init__(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook,
                          scoring=scoring)
         self.engine = engine
-        self.steps = 1 if self.full_batch else -(-self.m // batch_size)  # batches per epoch
         self.chunk = epochs_per_call(net.layers, self.m, self.steps, self.batch_rows,
                                      self.xp.finfo(net.dtype).bits // 8)
         self.step = _Step(net, optimizer, gradient_hook, self.m, None if self.full_batch else batch_size,

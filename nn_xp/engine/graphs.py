@@ -101,12 +101,14 @@ class CudaGraphEngine(BufferedEngine):
 class CudaGraphTrainer(BufferedTrainer):
     """Full-batch epochs: the first eagerly, then one captured epoch replayed, several per call."""
 
-    chunk = 16  # replays per call when nothing reads the host between epochs: one read of their metrics
+    #: replays per call when nothing reads the host between epochs: one read of their metrics
+    REPLAYS_PER_CALL = 16
 
     def __init__(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: Any, batch_size: int | None,
                  shuffle: bool, gradient_hook: Any, capture: Capture) -> None:
         super().__init__(net, optimizer, X, Y, validation, batch_size, shuffle, gradient_hook)
         self.capture = capture
+        self.chunk = self.REPLAYS_PER_CALL
         k = 1 if net.loss_fn.correct is None else 2
         self.out = self.xp.zeros(k, dtype=net.dtype, device=net.device)  # what a replay writes its metrics to
         self.warm = False  # whether the first epoch, eager, has run
@@ -114,7 +116,7 @@ class CudaGraphTrainer(BufferedTrainer):
         self.captured_for: tuple[Any, float] | None = None  # (parameters, rate) the graph was captured with
 
     def run(self, epochs: int = 1) -> list[list[Array]]:
-        rows = []
+        self.completed = rows = []  # what the loop keeps when an error stops the call part-way
         if not self.warm:  # the fit's first epoch: eagerly (compiles kernels, allocates state)
             rows.append(self.epoch())
             self.warm, epochs = True, epochs - 1

@@ -7,6 +7,7 @@ is all the array API offers and all an immutable library (JAX) allows.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -17,12 +18,23 @@ from .._typing import Array
 from ..activations import IDENTITY
 from .storage import FlatParameters, Parameters
 
-__all__ = ["GradientHook", "INFERENCE_CHUNK_ELEMENTS", "PortableEngine", "Trainer", "chunk_rows"]
+__all__ = ["GradientHook", "INFERENCE_CHUNK_ELEMENTS", "PortableEngine", "Trainer", "chunk_rows",
+           "eager_epochs_per_call"]
 
 #: inference goes through the network this many values of its widest layer at a time (by default): 8 MiB in
 #: float32, rows enough for the matrix products to run at full speed (smaller chunks lose to thread start-up
 #: in the BLAS on a busy machine), and predicting on a million rows needs no more than on a few thousand
 INFERENCE_CHUNK_ELEMENTS = 1 << 21
+
+#: what one call of fit's loop costs beside its epochs (the undo point, reading the metrics back, the
+#: history), about 7 microseconds measured on torch and NumPy, plus copying the parameters into the undo point
+LOOP_CALL_SECONDS, COPY_SECONDS_PER_BYTE = 8e-6, 1.25e-10
+#: a guess on the fast side of an eager epoch: per layer and step (its operations' dispatch), per
+#: floating-point operation (a 2-core CPU's float32 products)
+LAYER_STEP_SECONDS, FAST_FLOP_SECONDS = 4e-6, 2.5e-12
+#: an eager call runs epochs enough for the loop's own cost to be at most this share of it, and at most
+#: MAX_EAGER_CHUNK of them (epochs that short: a call lasts a few milliseconds)
+LOOP_SHARE, MAX_EAGER_CHUNK = 0.02, 64
 
 #: called with the gradients (a :class:`Parameters`, flat where the engine keeps them so) after
 #: back-propagation and before the optimizer's step; it may change them in place (an allreduce)
@@ -108,8 +120,9 @@ class Trainer:
     the same on the validation data (``val_loss``, ...). In full batch the
     training metrics describe the weights at the start of the epoch (the blog's
     print); with mini-batches they are the mean over the epoch's batches.
-    ``chunk`` is how many epochs one ``run`` call is best given (1 for an eager
-    engine; a compiled engine runs several per call).
+    ``chunk`` is how many epochs one ``run`` call is best given: one where an
+    epoch is long beside the loop's own cost per call, several for short epochs
+    (:func:`eager_epochs_per_call`; a compiled engine sizes its own).
 
     With ``shard=(rank, size)`` (data-parallel ``fit``) every rank holds all of ``X``,
     ``Y``, and each batch of the shared shuffle is cut into ``size`` contiguous shards:
@@ -127,8 +140,6 @@ class Trainer:
     without it, the trainer's own ``batch`` runs, as before there was dropout.
     """
 
-    chunk = 1
-
     def __init__(self, net: Any, optimizer: Any, X: Array, Y: Array, validation: tuple[Array, Array] | None,
                  batch_size: int | None, shuffle: bool, gradient_hook: GradientHook | None,
                  shard: tuple[int, int] | None = None, scoring: Any = None) -> None:
@@ -137,6 +148,9 @@ class Trainer:
         self.full_batch = batch_size is None or batch_size >= self.m
         self.batch_size, self.shuffle, self.gradient_hook = batch_size, shuffle, gradient_hook
         self.shard = shard
+        self.steps = 1 if self.full_batch else -(-self.m // batch_size)  # batches per epoch
+        self.chunk = eager_epochs_per_call(net.layers, self.batch_rows, self.steps, net.dtype, net.xp)
+        self.completed: list[list[Array]] = []  # the rows of the epochs the current call has done (run)
         # the l1/l2 penalty: added once to a batch's gradient, so by one rank of a data-parallel fit (rank 0)
         self.penalty = net.penalty if shard is None or shard[0] == 0 else None
         self.names, self.xp = net.param_names, net.xp
@@ -160,10 +174,14 @@ class Trainer:
         return self.shuffle and not self.full_batch
 
     def run(self, epochs: int = 1) -> list[list[Array]]:
-        """Train ``epochs`` epochs; one row of device metrics (in ``keys`` order) per epoch."""
-        if epochs == 1:
-            return [self.epoch()]
-        return [self.epoch() for _ in range(epochs)]
+        """Train ``epochs`` epochs; one row of device metrics (in ``keys`` order) per epoch.
+
+        ``completed`` is the list of rows being built: where an error or Ctrl-C stops the call part-way,
+        it holds the epochs done before it (the loop keeps them)."""
+        self.completed = rows = []
+        for _ in range(epochs):
+            rows.append(self.epoch())
+        return rows
 
     def rows(self, n: int) -> tuple[int, int]:
         """This trainer's rows ``lo:hi`` of a batch of ``n``: all of them, or with a ``shard`` the rank's
@@ -329,3 +347,16 @@ def chunk_rows(layers: Sequence[Any], m: int, batch_size: int | None) -> int:
     if batch_size is None:
         batch_size = max(1, INFERENCE_CHUNK_ELEMENTS // max(layer.n_out for layer in layers))
     return max(1, min(m, batch_size))
+
+
+def eager_epochs_per_call(layers: Sequence[Any], rows: int, steps: int, dtype: Any, xp: Any) -> int:
+    """The epochs one call of an eager trainer runs: enough for the loop's own cost per call
+    (:data:`LOOP_CALL_SECONDS`, and the undo point's copy) to be at most :data:`LOOP_SHARE` of the call by a
+    fast estimate of the epochs (``steps`` steps of ``rows`` rows), at most :data:`MAX_EAGER_CHUNK`.
+
+    One for any epoch of more than about half a millisecond; tens for the blog's network, whose epoch
+    costs a few times the loop's per-call work."""
+    size = sum(layer.n_out * (layer.n_in + 1) for layer in layers)  # parameters
+    epoch = steps * (len(layers) * LAYER_STEP_SECONDS + 6.0 * rows * size * FAST_FLOP_SECONDS)
+    loop = LOOP_CALL_SECONDS + 2 * size * xp.finfo(dtype).bits // 8 * COPY_SECONDS_PER_BYTE
+    return max(1, min(MAX_EAGER_CHUNK, math.ceil(loop / (LOOP_SHARE * epoch))))
