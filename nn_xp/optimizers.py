@@ -317,8 +317,9 @@ class Optimizer:
                           for i, n in enumerate(snapshot.names)}
 
     def reset(self) -> None:
-        """Forget the state (moments, step count) and start afresh."""
-        self.state.clear()
+        """Forget the state (moments, step count) and start afresh (a new ``state`` dict: whatever held the
+        old one's buffers, a captured CUDA graph, sees the change)."""
+        self.state = {}
         self.iterations = 0
 
     def config(self) -> dict[str, Any]:

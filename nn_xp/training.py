@@ -228,8 +228,9 @@ class Run:
     short beside the loop's own cost per call, or the engine is compiled); an
     undo point is taken at the start of each call, and the metrics of the call
     are read back to the host at once. A roll-back to an epoch inside a call
-    returns to the call's start and runs the epochs from there again: they
-    repeat bit for bit (the same weights, optimizer state, shuffles, dropout draws).
+    (a divergence's, an error's) returns to the latest call start at or before
+    it and runs the epochs from there again: they repeat bit for bit (the same
+    weights, optimizer state, shuffles, dropout draws).
     """
 
     def __init__(self, net: Any, trainer: Trainer, history: History, start: int, epochs: int,
@@ -268,7 +269,7 @@ class Run:
             try:
                 failure = self._loop()
                 if failure is not None:
-                    self._roll_back(failure[0])
+                    failure = (self._roll_back(failure[0]), *failure[1:])
             finally:
                 self.progress.close()
                 self._measured = None
@@ -289,6 +290,7 @@ class Run:
             while epoch < self.epochs:
                 count = self._count(epoch)
                 self.undo.save(epoch)
+                earlier = self.trainer.completed  # the last call's: each call starts a list of its own
                 dirty = True
                 rows = self._read(self.trainer.run(count))  # the one host read of the call
                 if not math.isfinite(sum(chain.from_iterable(rows))):  # one pass at C speed, then row by row
@@ -310,10 +312,9 @@ class Run:
                     break
         except BaseException:  # Ctrl-C, or an error inside an epoch (a schedule's, a callback's, ...)
             if dirty:  # leave the network and its history at the last completed epoch, never half-updated
-                self._keep_completed(epoch, count)
+                self._keep_completed(epoch, count, earlier)
             elif self.done > self.start and not bool(self.net.parameters.all_finite()):
-                # a callback stopped us after an update that overflowed (one epoch a call: at its start)
-                self._roll_back(self.done - 1, replay=False)
+                self._roll_back(self.done - 1)  # a callback stopped us after an update that overflowed
             raise
         if self.done > self.start and not bool(self.net.parameters.all_finite()):
             return self._overflowed()
@@ -369,13 +370,15 @@ class Run:
             save_checkpoint(self.net, self.checkpoint, self.optimizer, epoch, self.history)
         self.saved_at = epoch
 
-    def _keep_completed(self, epoch: int, count: int) -> None:
+    def _keep_completed(self, epoch: int, count: int, earlier: list) -> None:
         """After an error or Ctrl-C in the call of ``count`` epochs from ``epoch``: the network and the
-        history at the end of the call's epochs that completed with finite losses (``trainer.completed``;
-        none where the trainer keeps no such rows, a compiled call), never part-way through one."""
+        history at the end of the call's epochs that completed with finite losses (``trainer.completed``,
+        unless it is still the ``earlier`` call's; none where the trainer keeps no such rows, a compiled
+        call), never part-way through one."""
         self.history.truncate(epoch)  # the call's rows, where the error came after they were recorded
+        completed = self.trainer.completed
         try:
-            rows = self._read(self.trainer.completed) if self.trainer.completed else []
+            rows = self._read(completed) if completed and completed is not earlier else []
         except BaseException:  # reading them back failed too: the call's start
             rows = []
         finite = next((j for j, values in enumerate(rows) if not all(map(math.isfinite, values))), len(rows))
@@ -384,27 +387,42 @@ class Run:
             self._roll_back(epoch + finite if finite == len(rows) else max(epoch + finite - 1, self.start))
 
     def _roll_back(self, epoch: int, replay: bool = True) -> int:
-        """The network at the start of ``epoch``, the history before it: the latest undo point at or before
-        ``epoch``, then (``replay``) the epochs from there to ``epoch`` run again, which repeat bit for bit.
-        Returns the epoch it is at (the undo point's, without ``replay``)."""
+        """The network at the start of ``epoch``, the history before it, and a checkpoint written since
+        rewritten from there: the latest undo point at or before ``epoch``, then (``replay``) the epochs from
+        there to ``epoch`` run again. They repeat bit for bit, which their metrics are checked to do against
+        the history's; where they do not (a non-deterministic operation), the network stays at the undo
+        point, with a warning. Returns the epoch it is at."""
         point = self.undo.at_or_before(epoch)
         self.undo.restore(point)
-        if replay and point < epoch:
-            try:
-                self.trainer.run(epoch - point)
-            except BaseException:  # Ctrl-C during the replay: at the undo point, never half-way
-                self.undo.restore(point)
-                self.history.truncate(point)
-                raise
-            point = epoch
-        self.history.truncate(point)  # the history, too, stops where the weights do
-        return point
+        reached = point
+        try:
+            if replay and point < epoch:
+                try:
+                    rows = self._read(self.trainer.run(epoch - point))
+                except BaseException:  # Ctrl-C during the replay: at the undo point, never half-way
+                    self.undo.restore(point)
+                    raise
+                if rows == self._recorded(point, epoch):
+                    reached = epoch
+                else:
+                    self.undo.restore(point)
+                    warnings.warn(f"epochs {point} to {epoch - 1}, run again from their undo point to roll "
+                                  f"back to the start of epoch {epoch}, gave other metrics than the first "
+                                  "time (a non-deterministic operation?): the network is at the start of "
+                                  f"epoch {point} instead", RuntimeWarning, stacklevel=2)
+        finally:
+            self.history.truncate(reached)  # the history, too, stops where the weights do
+            if self.checkpoint is not None and self.saved_at > reached:
+                self._save_checkpoint(reached)  # it holds weights whose loss was never finite: replace it
+        return reached
+
+    def _recorded(self, first: int, stop: int) -> list[list[float]]:
+        """The history's rows of epochs ``first`` to ``stop - 1`` (this fit's keys, in order)."""
+        at = sum(1 for e in self.history.epoch if e < first)
+        return [list(values) for values in zip(*(column[at:at + stop - first] for column in self.columns))]
 
     def _diverged(self, epoch: int, logs: dict, where: str) -> None:
-        """After the roll-back to the start of ``epoch`` (its loss was finite): mend the checkpoint, raise or
-        warn."""
-        if self.checkpoint is not None and self.saved_at > epoch:
-            self._save_checkpoint(epoch)  # it holds weights whose loss was never finite: replace it
+        """After the roll-back to the start of ``epoch`` (its loss was finite): raise or warn."""
         to = ("the weights this fit started from" if epoch == self.start
               else f"the start of epoch {epoch}, the last with a finite loss")
         message = (f"the loss became non-finite {where} ({logs}); the network (weights, optimizer state, "

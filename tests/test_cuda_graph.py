@@ -22,6 +22,27 @@ class EagerReplay:
         return fn
 
 
+class FixedBuffers:
+    """A stricter stand-in: a replay works on the optimizer's state buffers that the capture saw, whatever
+    ``optimizer.state`` was rebound to since (a real graph runs no host code and keeps its addresses)."""
+
+    def __init__(self, optimizer) -> None:
+        self.optimizer, self.captures = optimizer, 0
+
+    def __call__(self, fn):
+        self.captures += 1
+        opt, captured = self.optimizer, self.optimizer.state
+
+        def replay():
+            host, opt.state = opt.state, captured
+            try:
+                fn()
+            finally:
+                opt.state = host
+
+        return replay
+
+
 def _data(m=40, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((m, 3))
@@ -137,3 +158,57 @@ def test_the_trainer_reads_its_metrics_from_copies_not_the_buffer_a_replay_overw
     rows = trainer.run(4)
     losses = [float(r[0]) for r in rows]
     assert len(set(losses)) == 4  # four epochs, four different losses, none overwritten by the next replay
+
+
+@pytest.mark.parametrize("how", ["divergence", "ctrl-c"])
+def test_a_roll_back_inside_the_first_call_replays_from_a_fresh_optimizers_state(how, monkeypatch):
+    """Back to the fit's first undo point, whose optimizer state is empty: the state is a new object, so the
+    next epoch runs eagerly (making new buffers) and is captured again; a replay of the old graph would run
+    on the velocities of the epochs being undone."""
+    X, Y = _data()
+    lr, scale = (5.0, 1e6) if how == "divergence" else (0.1, 1.0)
+    opt, ref_opt = nn_xp.SGD(lr, momentum=0.9), nn_xp.SGD(lr, momentum=0.9)
+    ref = nn_xp.Network([3, 8, 1], ["relu", "identity"], backend="numpy", dtype="float64", seed=1)
+    net = nn_xp.Network([3, 8, 1], ["relu", "identity"], backend="numpy", dtype="float64", seed=1)
+    net.engine = CudaGraphEngine(net.backend, net.dtype, capture=FixedBuffers(opt))
+    net.set_weights(net.get_weights())
+    if how == "divergence":
+        with pytest.raises(FloatingPointError, match="rolled back to the start of epoch"):
+            net.fit(X, Y * scale, epochs=100, optimizer=opt)
+    else:
+        calls = []
+        measure = nn_xp.Network.measure
+
+        def interrupting(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 6:  # inside the first call's sixth epoch (16 a call)
+                raise KeyboardInterrupt
+            return measure(self, *args, **kwargs)
+
+        monkeypatch.setattr(nn_xp.Network, "measure", interrupting)
+        with pytest.raises(KeyboardInterrupt):
+            net.fit(X, Y, epochs=100, optimizer=opt, validation_data=(X[:10], Y[:10]))
+        monkeypatch.undo()
+    done = len(net.history)
+    assert 1 < done < 16  # inside the first call, past its first epoch: a replay from epoch 0 was needed
+    kwargs = {} if how == "divergence" else {"validation_data": (X[:10], Y[:10])}
+    ref.fit(X, Y * scale, epochs=done, optimizer=ref_opt, **kwargs)
+    _same(ref, net)
+    assert net.history.history == ref.history.history
+    assert opt.state.keys() == ref_opt.state.keys() and opt.iterations == ref_opt.iterations
+
+
+def test_an_optimizer_reset_by_a_callback_is_captured_again():
+    """``reset()`` mid-fit gives the optimizer a new state: the next epoch runs eagerly and is captured, as a
+    roll-back to a fresh optimizer's state is."""
+    X, Y = _data()
+    opt, ref_opt = nn_xp.SGD(0.1, momentum=0.9), nn_xp.SGD(0.1, momentum=0.9)
+    ref = nn_xp.Network([3, 8, 1], ["tanh", "identity"], backend="numpy", dtype="float64", seed=1)
+    net = nn_xp.Network([3, 8, 1], ["tanh", "identity"], backend="numpy", dtype="float64", seed=1)
+    capture = FixedBuffers(opt)
+    net.engine = CudaGraphEngine(net.backend, net.dtype, capture=capture)
+    net.set_weights(net.get_weights())
+    for model, o in ((ref, ref_opt), (net, opt)):
+        model.fit(X, Y, epochs=12, optimizer=o, callbacks=[lambda epoch, logs, o=o: epoch == 5 and o.reset()])
+    _same(ref, net)
+    assert net.history.history == ref.history.history and capture.captures == 2

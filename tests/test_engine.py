@@ -235,6 +235,89 @@ def test_an_error_inside_a_call_keeps_the_epochs_it_completed(backend, batch_siz
     assert net.rng.random() == reference.rng.random()
 
 
+def test_ctrl_c_before_a_call_starts_keeps_none_of_the_last_calls_rows_again(monkeypatch):
+    """Ctrl-C between the undo point and the trainer's first line (here: entering torch.no_grad): the rows
+    the trainer still holds are the last call's, recorded already, not this one's."""
+    pytest.importorskip("torch")
+    from nn_xp import _kernels
+
+    class InterruptedThirdTime:
+        entered = 0
+
+        def __enter__(self):
+            InterruptedThirdTime.entered += 1
+            if InterruptedThirdTime.entered == 3:
+                raise KeyboardInterrupt
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(_kernels, "autograd_off", lambda xp: InterruptedThirdTime())
+    net = nn_xp.Network([1, 20, 1], backend="torch", dtype="float64", seed=0)
+    assert net.engine.name == "fused"
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(SINE_X, SINE_Y, epochs=1000)
+    monkeypatch.undo()
+    chunk = nn_xp.engine.eager_epochs_per_call(net.layers, SINE_X.shape[0], 1, net.dtype, net.xp)
+    assert len(net.history) == 2 * chunk == net.optimizer.iterations  # the two calls before it
+    reference = nn_xp.Network([1, 20, 1], backend="torch", dtype="float64", seed=0)
+    reference.fit(SINE_X, SINE_Y, epochs=2 * chunk)
+    _same_training(net, reference)
+
+
+def test_a_replay_that_does_not_repeat_leaves_the_network_at_its_undo_point(backend):
+    """A schedule that gives another rate for a step it has seen: the epochs run again to roll back differ
+    from the first time, so the network stays at the undo point (with a warning), history and all."""
+    if backend.name == "jax":
+        pytest.skip("a compiled call is all or nothing (tests/test_jax.py: the last whole call)")
+    seen = set()
+
+    def schedule(step):
+        if step == 7:
+            raise KeyboardInterrupt  # inside the call of epochs 5 to 9: back to 5, replay 5 and 6 to reach 7
+        rate = 0.05 if step not in seen else 0.06
+        seen.add(step)
+        return rate
+
+    net, reference = make_net(backend, [1, 8, 1], seed=2), make_net(backend, [1, 8, 1], seed=2)
+    _chunked(net, 5, [])
+    with pytest.raises(KeyboardInterrupt), pytest.warns(RuntimeWarning, match="gave other metrics"):
+        net.fit(SINE_X, SINE_Y, epochs=20, optimizer=nn_xp.SGD(schedule))
+    reference.fit(SINE_X, SINE_Y, epochs=5, learning_rate=0.05)
+    _same_training(net, reference)
+
+
+def test_a_checkpoint_is_mended_when_the_replay_of_a_roll_back_is_interrupted(tmp_path):
+    """Epoch 4's loss is not finite, so the checkpoint written at 4 holds weights that never had a finite
+    loss; the roll-back to 3 replays epochs 0 to 2, and Ctrl-C in that replay leaves the network at 0: the
+    checkpoint is rewritten from there, never left holding those weights."""
+    path = tmp_path / "ck.safetensors"
+    seen = []
+
+    def schedule(step):
+        seen.append(step)
+        if seen.count(1) == 2:  # step 1 again: inside the replay
+            raise KeyboardInterrupt
+        return 5.0
+
+    net = nn_xp.Network([1, 16, 1], ["relu", "identity"], backend="numpy", dtype="float64", seed=1)
+    start = net.get_weights()
+    _chunked(net, 4, [])
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(SINE_X * 100, SINE_Y * 100, epochs=200, optimizer=nn_xp.SGD(schedule), checkpoint=path,
+                checkpoint_every=4)
+    assert len(net.history) == 0 and net.optimizer is None  # no epoch completed: the network's (none)
+    for (W, b), (W0, b0) in zip(net.get_weights(), start):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+    saved = nn_xp.Network([1, 16, 1], ["relu", "identity"], backend="numpy", dtype="float64")
+    epoch, history = nn_xp.load_checkpoint(path, saved, nn_xp.SGD(5.0))  # a schedule: given again
+    assert epoch == 0 and len(history) == 0
+    for (W, b), (W0, b0) in zip(saved.get_weights(), start):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+
+
 def test_a_checkpoint_is_written_when_a_chunk_crosses_its_epoch(tmp_path):
     path = tmp_path / "ck.safetensors"
     net = nn_xp.Network([1, 6, 1], backend="numpy", dtype="float64", seed=2)

@@ -111,16 +111,21 @@ class CudaGraphTrainer(BufferedTrainer):
         self.chunk = self.REPLAYS_PER_CALL
         k = 1 if net.loss_fn.correct is None else 2
         self.out = self.xp.zeros(k, dtype=net.dtype, device=net.device)  # what a replay writes its metrics to
-        self.warm = False  # whether the first epoch, eager, has run
+        # the optimizer's state that the last eager epoch left (None: none has run), whose buffers a capture
+        # records: a roll-back to a fresh optimizer's undo point, or load_state_dict, replaces it
+        self.state_seen: dict | None = None
         self.replay: Callable[[], None] | None = None
         self.captured_for: tuple[Any, float] | None = None  # (parameters, rate) the graph was captured with
 
     def run(self, epochs: int = 1) -> list[list[Array]]:
         self.completed = rows = []  # what the loop keeps when an error stops the call part-way
-        if not self.warm:  # the fit's first epoch: eagerly (compiles kernels, allocates state)
-            rows.append(self.epoch())
-            self.warm, epochs = True, epochs - 1
         for _ in range(epochs):
+            if self.optimizer.state is not self.state_seen:
+                # the fit's first epoch, or the optimizer's state replaced since: eagerly (compiles kernels,
+                # makes the state's buffers), and a capture of those buffers after it
+                rows.append(self.epoch())
+                self.state_seen, self.captured_for = self.optimizer.state, None
+                continue
             params, rate, was = self.net.parameters, self.optimizer.learning_rate, self.captured_for
             if was is None or was[0] is not params or was[1] != rate:
                 self._capture()  # the first time, or the rate or the parameters' buffer changed since
