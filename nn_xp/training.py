@@ -186,8 +186,8 @@ class _UndoPoints:
         """Hand the points' device buffers to the engine for the next fit (arrays that take writes only:
         an immutable library's points are the parameters themselves, and keeping them would only hold
         memory). Nothing of this fit's epochs is kept: a point's epoch is the next fit's to set."""
-        points = self.points
-        self.net.engine.undo_buffers = [(p[1], p[2]) for p in points if p[1] is not None and p[1].writeable]
+        kept = [(p[1], p[2]) for p in self.points if p[1] is not None and p[1].writeable]
+        self.net.engine.undo_buffers = kept
 
     def save(self, epoch: int) -> None:
         self.newest = i = 1 - self.newest
@@ -386,31 +386,27 @@ class Run:
         if finite < count:  # stopped inside the call (or its last rows diverged): back, then forward again
             self._roll_back(epoch + finite if finite == len(rows) else max(epoch + finite - 1, self.start))
 
-    def _roll_back(self, epoch: int, replay: bool = True) -> int:
+    def _roll_back(self, epoch: int) -> int:
         """The network at the start of ``epoch``, the history before it, and a checkpoint written since
-        rewritten from there: the latest undo point at or before ``epoch``, then (``replay``) the epochs from
-        there to ``epoch`` run again. They repeat bit for bit, which their metrics are checked to do against
-        the history's; where they do not (a non-deterministic operation), the network stays at the undo
-        point, with a warning. Returns the epoch it is at."""
+        rewritten from there: the latest undo point at or before ``epoch``, then the epochs from there to
+        ``epoch`` run again. They repeat bit for bit, which their metrics are checked to do against the
+        history's; where they do not (a non-deterministic operation), or the replay is interrupted (Ctrl-C),
+        the network stays at the undo point (with a warning for the first). Returns the epoch it is at."""
         point = self.undo.at_or_before(epoch)
         self.undo.restore(point)
         reached = point
         try:
-            if replay and point < epoch:
-                try:
-                    rows = self._read(self.trainer.run(epoch - point))
-                except BaseException:  # Ctrl-C during the replay: at the undo point, never half-way
-                    self.undo.restore(point)
-                    raise
-                if rows == self._recorded(point, epoch):
+            if point < epoch:
+                if self._read(self.trainer.run(epoch - point)) == self._recorded(point, epoch):
                     reached = epoch
                 else:
-                    self.undo.restore(point)
                     warnings.warn(f"epochs {point} to {epoch - 1}, run again from their undo point to roll "
                                   f"back to the start of epoch {epoch}, gave other metrics than the first "
                                   "time (a non-deterministic operation?): the network is at the start of "
                                   f"epoch {point} instead", RuntimeWarning, stacklevel=2)
         finally:
+            if reached < epoch:  # a replay ran part-way, or differed: back to the undo point, never between
+                self.undo.restore(point)
             self.history.truncate(reached)  # the history, too, stops where the weights do
             if self.checkpoint is not None and self.saved_at > reached:
                 self._save_checkpoint(reached)  # it holds weights whose loss was never finite: replace it

@@ -42,7 +42,7 @@ import numpy as np  # the host side: shuffles and per-step rates are built there
 from .. import _random
 from .._host import permutation
 from .._typing import Array
-from .portable import GradientHook, PortableEngine, Trainer
+from .portable import FAST_FLOP_SECONDS, GradientHook, PortableEngine, Trainer
 from .storage import Parameters, Snapshot
 
 __all__ = ["CompiledEngine", "CompiledTrainer", "ImmutableParameters", "bound"]
@@ -56,8 +56,6 @@ CALL_SECONDS = 0.25
 MAX_CALL_SECONDS = 2.0
 #: a guess on the slow side of what one epoch costs: per step, and per floating-point operation
 STEP_SECONDS, FLOP_SECONDS = 5e-6, 1e-11
-#: a guess on the fast side of the same (this 2-core CPU's float32 products), for a call's fixed cost's share
-FAST_FLOP_SECONDS = 2.5e-12
 #: a call's fixed cost per byte of the values it works through: XLA's CPU runtime allocates a call's temporary
 #: buffers afresh, and touching new memory costs about 0.5 microseconds per 4 KiB page (measured: 57,500
 #: page faults, 30 ms, in each call on 784-1024-1024-10 with 8192 rows, an eighth of its epoch)

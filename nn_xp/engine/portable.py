@@ -29,8 +29,8 @@ INFERENCE_CHUNK_ELEMENTS = 1 << 21
 #: what one call of fit's loop costs beside its epochs (the undo point, reading the metrics back, the
 #: history), about 7 microseconds measured on torch and NumPy, plus copying the parameters into the undo point
 LOOP_CALL_SECONDS, COPY_SECONDS_PER_BYTE = 8e-6, 1.25e-10
-#: a guess on the fast side of an eager epoch: per layer and step (its operations' dispatch), per
-#: floating-point operation (a 2-core CPU's float32 products)
+#: a guess on the fast side of an epoch: per layer and step (an eager engine's dispatch), per floating-point
+#: operation (a 2-core CPU's float32 products; the compiled engine sizes its calls' fixed cost by it too)
 LAYER_STEP_SECONDS, FAST_FLOP_SECONDS = 4e-6, 2.5e-12
 #: an eager call runs epochs enough for the loop's own cost to be at most this share of it, and at most
 #: MAX_EAGER_CHUNK of them (epochs that short: a call lasts a few milliseconds)
