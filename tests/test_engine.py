@@ -493,3 +493,50 @@ def test_set_weights_keeps_the_buffers_fit_reuses(backend):
     for (W, b), (Wt, bt) in zip(net.get_weights(), twin.get_weights()):
         np.testing.assert_array_equal(W, Wt)
         np.testing.assert_array_equal(b, bt)
+
+
+# ------------------------------------------------------------------ elementwise passes in row blocks
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("hidden,head", [(("sigmoid", "tanh"), ("identity", "mse", 2)),
+                                         (("relu", "leaky_relu"), ("sigmoid", "binary_cross_entropy", 2)),
+                                         (("exp", "sigmoid"), ("softmax", "cross_entropy", 3))],
+                         ids=["sigmoid-tanh", "relu-leaky", "exp-softmax"])
+def test_elementwise_passes_in_row_blocks_train_bit_for_bit_as_whole_arrays(monkeypatch, dtype, hidden, head):
+    """The bias add, the activation and its derivative a few rows at a time (blocks of 3 rows of the widest
+    layer, with a shorter last block and a shorter last batch) give the whole-array passes' history and
+    weights exactly, for every activation of nn_xp's own, dropout included."""
+    from nn_xp.engine import buffered
+
+    calls = []
+    activate = buffered.activate_rows
+    monkeypatch.setattr(buffered, "activate_rows", lambda *a: calls.append(a[4]) or activate(*a))
+    out, loss, n_out = head
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((40, 3))
+    Y = (X[:, :n_out] > 0).astype(float) if loss != "cross_entropy" else np.argmax(X, axis=1)
+    runs = []
+    for block in (None, 3 * 8 * np.dtype(dtype).itemsize):
+        net = nn_xp.Network([3, 8, 6, n_out], [*hidden, out], loss=loss, backend="numpy", dtype=dtype, seed=4,
+                            dropout=[0.25, 0.0])
+        net.engine.workspace_min_elements = 0  # every layer's values into the workspace
+        net.engine.elementwise_block_bytes = block
+        history = net.fit(X, Y, epochs=4, batch_size=17, learning_rate=0.05, shuffle=True)
+        runs.append((history.history, net.get_weights()))
+    assert calls and calls[0] == 3  # the blocked path ran, 3 rows of the 8-wide layer a block
+    (h_whole, w_whole), (h_blocks, w_blocks) = runs
+    assert h_blocks == h_whole
+    for (W, b), (Wb, bb) in zip(w_whole, w_blocks):
+        np.testing.assert_array_equal(Wb, W)
+        np.testing.assert_array_equal(bb, b)
+
+
+def test_row_blocks_are_the_cpus_and_sized_to_stay_in_cache():
+    """On NumPy fit's elementwise passes take about ELEMENTWISE_BLOCK_BYTES of rows at a time, per layer."""
+    from nn_xp.engine.buffered import ELEMENTWISE_BLOCK_BYTES
+
+    net = nn_xp.Network([784, 1024, 10], ["sigmoid", "identity"], backend="numpy", dtype="float32")
+    assert net.engine.elementwise_block_bytes == ELEMENTWISE_BLOCK_BYTES
+    assert net.engine.elementwise_rows(net.layers) == [ELEMENTWISE_BLOCK_BYTES // 4096,
+                                                       ELEMENTWISE_BLOCK_BYTES // 40]
+    net.engine.elementwise_block_bytes = 1  # never less than a row
+    assert net.engine.elementwise_rows(net.layers) == [1, 1]
