@@ -21,10 +21,11 @@ from array_api_compat import is_cupy_namespace, is_jax_namespace, is_numpy_names
 
 from ._typing import Array, Namespace
 
-__all__ = ["FusedOps", "all_finite", "autograd_off", "clip_scale", "column_sum", "copy_into", "descend",
-           "dot", "flat_portable_parameters", "flat_view", "fused_ops", "fuses_products", "linear",
-           "matmul_function", "maximum", "multiply", "relu_backward", "rsub", "sigmoid", "sigmoid_backward",
-           "slices_are_views", "sum_of_squares", "supports_out", "tanh", "tanh_backward", "weight_gradient"]
+__all__ = ["FusedOps", "all_finite", "autograd_off", "blocks_elementwise_passes", "clip_scale", "column_sum",
+           "copy_into", "descend", "dot", "flat_portable_parameters", "flat_view", "fused_ops",
+           "fuses_products", "linear", "matmul_function", "maximum", "multiply", "relu_backward", "rsub",
+           "sigmoid", "sigmoid_backward", "slices_are_views", "sum_of_squares", "supports_out", "tanh",
+           "tanh_backward", "weight_gradient"]
 
 _NATIVE: dict[str, Any] = {}
 
@@ -34,6 +35,13 @@ def supports_out(xp: Namespace) -> bool:
     ``out=`` too, but into a view of a larger buffer its products are twenty times slower (measured: 50 µs
     for a 20 x 2 result, against 2.5 µs into a tensor of its own), and the flat gradients are such views."""
     return is_numpy_namespace(xp) or is_cupy_namespace(xp)
+
+
+def blocks_elementwise_passes(xp: Namespace) -> bool:
+    """Whether fit runs a layer's chain of elementwise passes on cache-sized blocks of rows (NumPy, on the
+    CPU: each block stays in L2 from its first pass to its last); on a GPU (CuPy) one kernel over the whole
+    array is best."""
+    return is_numpy_namespace(xp)
 
 
 def slices_are_views(xp: Namespace) -> bool:

@@ -15,8 +15,6 @@ from collections.abc import Iterator, Sequence
 from itertools import repeat
 from typing import Any
 
-from array_api_compat import is_numpy_namespace
-
 from .. import _kernels as K
 from .._host import concatenate_flat
 from .._typing import Array
@@ -57,7 +55,8 @@ class BufferedEngine(PortableEngine):
     def __init__(self, backend: Any, dtype: Any) -> None:
         super().__init__(backend, dtype)
         self.workspace_min_elements = WORKSPACE_MIN_ELEMENTS
-        self.elementwise_block_bytes = ELEMENTWISE_BLOCK_BYTES if is_numpy_namespace(backend.xp) else None
+        blocks = K.blocks_elementwise_passes(backend.xp)
+        self.elementwise_block_bytes = ELEMENTWISE_BLOCK_BYTES if blocks else None
         self._workspace: Workspace | None = None
         self._grads: FlatParameters | None = None
         self._ones: Array | None = None
@@ -314,14 +313,13 @@ class BufferedTrainer(Trainer):
             activation = layer.activation
             if rows is not None and activation is not IDENTITY:  # Z + b and g(Z), a block of rows at a time
                 A = activate_rows(activation, Z, bias, A_out, rows, xp)
-                values.append((Z, A))
-                continue
-            if bias is not None:
-                Z += bias
-            if activation is IDENTITY:
-                A = Z
-            else:  # a user's activation may take no out= (it never gets a workspace)
-                A = activation.forward(Z, xp) if A_out is None else activation.forward(Z, xp, A_out)
+            else:
+                if bias is not None:
+                    Z += bias
+                if activation is IDENTITY:
+                    A = Z
+                else:  # a user's activation may take no out= (it never gets a workspace)
+                    A = activation.forward(Z, xp) if A_out is None else activation.forward(Z, xp, A_out)
             values.append((Z, A))
         return values
 
